@@ -1,0 +1,58 @@
+# ticketflow: `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
+	@VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install -q -r requirements.lock
+	@VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the locked dependencies (done by every target that needs it)
+
+lock: ## Re-resolve requirements.lock from pyproject.toml
+	@test -x $(BIN)/uv || ($(PY) -m venv $(VENV) && $(BIN)/python -m pip install -q "uv==0.13.9")
+	$(BIN)/uv pip compile -q pyproject.toml --extra local --extra dev --python-version 3.11 -o requirements.lock
+
+run: $(STAMP) ## Run the whole stack locally (embedded PostgreSQL + Tansu broker + four services); Ctrl-C stops it
+	$(BIN)/python -m shared.localstack run
+
+migrate: $(STAMP) ## Apply SQL migrations to DATABASE_URL
+	$(BIN)/python -m shared.db migrate
+
+test: $(STAMP) ## Run lint, type checks and every test tier (unit, integration, e2e) except `slow`
+	$(BIN)/ruff check .
+	$(BIN)/mypy shared services
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## Unit tests only (no broker, no database)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## Slow soak tests only
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy shared services
+
+fmt: $(STAMP) ## Format and fix imports
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in shared/
+	$(BIN)/python -m shared.asyncapi docs/asyncapi.json
+
+clean: ## Remove the virtual environment and local stack data
+	rm -rf $(VENV) .local
+
+.PHONY: help venv lock run migrate test test-unit test-slow lint fmt asyncapi clean

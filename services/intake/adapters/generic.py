@@ -1,0 +1,118 @@
+"""The documented canonical format (contract, version 1) that any platform can send."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from services.intake.adapters.base import (
+    CustomerIn,
+    FieldError,
+    Inbound,
+    InvalidPayload,
+    SourceAdapter,
+)
+from shared.events import AuthorRole, Channel, MessageKind, OrderInfo
+from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+Id = Field(min_length=1, max_length=200)
+
+
+class GenericCustomer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Id
+    name: str | None = Field(None, max_length=200, description="Dropped on receipt; never stored.")
+    phone: str | None = Field(None, max_length=64, description="Dropped on receipt; never stored.")
+    vip_level: int = Field(0, ge=0, le=10)
+
+
+class GenericAuthor(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: AuthorRole
+    id: str | None = Field(None, max_length=200)
+
+
+class GenericOrder(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Id
+    amount: Decimal | None = Field(None, ge=0, le=Decimal("999999999999"), decimal_places=2)
+    currency: str | None = Field(None, max_length=8)
+    status: str | None = Field(None, max_length=64)
+
+
+class GenericWebhookV1(BaseModel):
+    """The generic webhook body, version 1."""
+
+    model_config = ConfigDict(extra="ignore")
+    event_id: str = Field(min_length=1, max_length=200, description="Idempotency key.")
+    type: Literal["message.created", "ticket.resolved", "ticket.reopened"]
+    occurred_at: AwareDatetime
+    shop_id: str = Id
+    channel: Channel
+    conversation_id: str = Id
+    customer: GenericCustomer | None = None
+    author: GenericAuthor | None = None
+    text: str | None = Field(None, max_length=20_000)
+    order: GenericOrder | None = None
+
+
+class GenericAdapter(SourceAdapter):
+    name = "generic"
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
+        verify(
+            self.secrets,
+            headers.get(TIMESTAMP_HEADER.lower()),
+            headers.get(SIGNATURE_HEADER.lower()),
+            body,
+            now,
+            self.replay_window,
+        )
+
+    def parse(self, body: bytes) -> list[Inbound]:
+        try:
+            m = GenericWebhookV1.model_validate_json(body)
+        except ValidationError as exc:
+            raise InvalidPayload(
+                "the body is not a valid generic webhook (version 1)",
+                [
+                    FieldError(".".join(str(p) for p in e["loc"]) or "body", e["msg"])
+                    for e in exc.errors(include_url=False)
+                ],
+            ) from None
+        kind = MessageKind(m.type)
+        if kind is MessageKind.message_created and (m.author is None or not m.text):
+            raise InvalidPayload(
+                "a message.created event needs an author and a text",
+                [
+                    FieldError(
+                        "author" if m.author is None else "text", "required for message.created"
+                    )
+                ],
+            )
+        author_role = m.author.role if m.author else AuthorRole.agent
+        return [
+            Inbound(
+                source_event_id=m.event_id,
+                kind=kind,
+                occurred_at=m.occurred_at,
+                shop_id=m.shop_id,
+                channel=m.channel,
+                conversation_id=m.conversation_id,
+                author_role=author_role,
+                author_id=m.author.id if m.author else None,
+                text=m.text,
+                customer=CustomerIn(m.customer.id, m.customer.vip_level) if m.customer else None,
+                order=OrderInfo(
+                    id=m.order.id,
+                    amount=m.order.amount,
+                    currency=m.order.currency,
+                    status=m.order.status,
+                )
+                if m.order
+                else None,
+            )
+        ]

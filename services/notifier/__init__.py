@@ -1,0 +1,1 @@
+"""notifier: pushes escalations to second-line staff over configured channels, once."""

@@ -1,0 +1,1 @@
+"""Notification channels: one small adapter per destination, behind ``Channel``."""

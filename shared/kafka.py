@@ -1,0 +1,219 @@
+"""Kafka through FastStream: the broker factory, readiness, lag, and the consume step.
+
+Commit policy: every subscriber uses ``AckPolicy.NACK_ON_ERROR`` with auto-commit off.
+The offset is committed after the handler returns (its effects are durable in
+PostgreSQL by then); a transient failure (database down) raises, the message is not
+committed and is redelivered; a poison message (undecodable, invalid schema) is sent to
+``cs.deadletter.v1`` with the reason and then committed, so it never blocks a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+
+from shared import metrics
+from shared.events import DeadLetterEvent, Envelope, dump
+from shared.logging import correlation, get_logger
+from shared.topics import ALL_TOPICS, DEADLETTER, TopicSpec
+
+log = get_logger(__name__)
+
+E = TypeVar("E", bound=Envelope)
+
+COMMIT_POLICY = AckPolicy.NACK_ON_ERROR
+
+
+class PermanentError(Exception):
+    """A message that can never be processed: dead-letter it instead of retrying."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def make_broker(
+    bootstrap_servers: str, service: str, *, graceful_timeout: float = 10.0
+) -> KafkaBroker:
+    """One broker per service process. No idempotent producer: the local broker has none,
+    and consumers are idempotent instead."""
+    return KafkaBroker(
+        bootstrap_servers,
+        client_id=f"ticketflow-{service}",
+        acks="all",
+        enable_idempotence=False,
+        graceful_timeout=graceful_timeout,
+        middlewares=[
+            KafkaPrometheusMiddleware(
+                registry=metrics.REGISTRY, app_name=service, metrics_prefix="faststream"
+            )
+        ],
+        logger=None,
+    )
+
+
+class AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Records that a group consumer holds its assignment (readiness)."""
+
+    def __init__(self) -> None:
+        self.assigned = asyncio.Event()
+        self.partitions: set[TopicPartition] = set()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.partitions -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.partitions |= set(assigned)
+        self.assigned.set()
+
+
+def subscriber_options(group_id: str, tracker: AssignmentTracker) -> dict[str, Any]:
+    """Options every group subscriber in the project uses."""
+    return {
+        "group_id": group_id,
+        "auto_offset_reset": "earliest",
+        "ack_policy": COMMIT_POLICY,
+        "listener": tracker,
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+    }
+
+
+async def publish_raw(
+    broker: KafkaBroker, topic: str, key: bytes | None, value: bytes, correlation_id: str | None
+) -> Awaitable[Any]:
+    """Hand a record to the producer; the returned future resolves on the broker's ack."""
+    fut: Awaitable[Any] = await broker.publish(
+        value,
+        topic,
+        key=key,
+        correlation_id=correlation_id,
+        headers={"content-type": "application/json"},
+        no_confirm=True,
+    )
+    return fut
+
+
+async def publish_event(
+    broker: KafkaBroker, topic: TopicSpec, key: str | None, event: Envelope
+) -> None:
+    """Publish one event and wait for the broker's ack (for paths without an outbox)."""
+    await broker.publish(
+        dump(event),
+        topic.name,
+        key=key.encode() if key is not None else None,
+        correlation_id=event.correlation_id,
+        headers={"content-type": "application/json"},
+    )
+
+
+async def deadletter(
+    broker: KafkaBroker,
+    service: str,
+    msg: KafkaMessage,
+    reason: str,
+    error: str,
+    correlation_id: str | None = None,
+) -> None:
+    raw = msg.raw_message
+    key = raw.key if not isinstance(raw, tuple) else None  # type: ignore[union-attr]
+    key_text = key.decode(errors="replace") if isinstance(key, bytes) else None
+    event = DeadLetterEvent(
+        correlation_id=correlation_id or msg.correlation_id or "unknown",
+        producer=service,
+        original_topic=getattr(raw, "topic", "?"),
+        original_key=key_text,
+        service=service,
+        reason=reason,
+        error=error[:4000],
+        payload=msg.body.decode("utf-8", errors="replace")[:1_000_000],
+    )
+    await publish_event(broker, DEADLETTER, key_text, event)
+    metrics.DEADLETTERED.labels(service, reason).inc()
+
+
+async def consume(
+    broker: KafkaBroker,
+    service: str,
+    topic: TopicSpec,
+    msg: KafkaMessage,
+    model: type[E],
+    handler: Callable[[E], Awaitable[str]],
+) -> None:
+    """Decode, validate and handle one message; dead-letter poison, re-raise transient.
+
+    ``handler`` returns an outcome label (``ok``, ``duplicate``, ``ignored``) for metrics.
+    """
+    started = time.perf_counter()
+    try:
+        event = model.model_validate_json(msg.body)
+    except ValidationError as exc:
+        log.warning("invalid event dead-lettered", topic=topic.name, errors=exc.error_count())
+        await deadletter(broker, service, msg, "invalid_schema", str(exc))
+        metrics.CONSUMED.labels(service, topic.name, "deadletter").inc()
+        return
+    with correlation(event.correlation_id):
+        try:
+            outcome = await handler(event)
+        except PermanentError as exc:
+            log.warning("event dead-lettered", reason=exc.reason, error=str(exc))
+            await deadletter(broker, service, msg, exc.reason, str(exc), event.correlation_id)
+            outcome = "deadletter"
+        except Exception:
+            metrics.CONSUMED.labels(service, topic.name, "error").inc()
+            log.exception("handler failed; message will be redelivered", topic=topic.name)
+            await asyncio.sleep(0.5)  # retry backoff for a transient fault
+            raise
+    metrics.CONSUMED.labels(service, topic.name, outcome).inc()
+    metrics.PROCESSING_SECONDS.labels(service, topic.name).observe(time.perf_counter() - started)
+
+
+async def update_lag(broker: KafkaBroker, service: str) -> None:
+    """Set the consumer-lag gauge from each consumer's high watermarks and positions."""
+    totals: dict[str, int] = {}
+    for sub in broker.subscribers:
+        consumer = getattr(sub, "consumer", None)
+        if consumer is None:
+            continue
+        try:
+            assignment = consumer.assignment()
+            for tp in assignment:
+                hw = consumer.highwater(tp)
+                if hw is None:
+                    continue
+                pos = await consumer.position(tp)
+                totals[tp.topic] = totals.get(tp.topic, 0) + max(0, hw - pos)
+        except Exception:  # rebalancing or not yet joined: try next time
+            continue
+    for topic, lag in totals.items():
+        metrics.CONSUMER_LAG.labels(service, topic).set(lag)
+
+
+async def ensure_topics(bootstrap_servers: str, topics: tuple[TopicSpec, ...] = ALL_TOPICS) -> None:
+    """Create the project's topics if they do not exist (local stack and tests)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
+            for t in topics
+            if t.name not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()

@@ -1,0 +1,146 @@
+"""Every Prometheus metric the services export, declared once, one comment each.
+
+Label values are bounded: sources, outcomes, priorities, tiers, categories, clocks and
+channels come from fixed vocabularies; never an id, a name or free text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_LATENESS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600)
+_RESPONSE = (1, 5, 10, 15, 20, 25, 30, 45, 60, 120, 300, 900, 3600)
+
+# --- common to every service -------------------------------------------------------
+# Messages a consumer handled, by topic and outcome (ok|duplicate|deadletter|error).
+CONSUMED = Counter(
+    "ticketflow_consumed_total",
+    "Messages handled by a consumer",
+    ["service", "topic", "outcome"],
+    registry=REGISTRY,
+)
+# Time a handler spent on one message.
+PROCESSING_SECONDS = Histogram(
+    "ticketflow_processing_seconds",
+    "Time spent handling one consumed message",
+    ["service", "topic"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)
+# Messages between a consumer group's position and the partition's end, per topic.
+CONSUMER_LAG = Gauge(
+    "ticketflow_consumer_lag_messages",
+    "Consumer lag in messages (high watermark minus position), summed over partitions",
+    ["service", "topic"],
+    registry=REGISTRY,
+)
+# Rows waiting in a service's transactional outbox.
+OUTBOX_BACKLOG = Gauge(
+    "ticketflow_outbox_backlog", "Outbox rows not yet published", ["service"], registry=REGISTRY
+)
+# Age of the oldest unpublished outbox row.
+OUTBOX_OLDEST_AGE = Gauge(
+    "ticketflow_outbox_oldest_age_seconds",
+    "Age of the oldest unpublished outbox row",
+    ["service"],
+    registry=REGISTRY,
+)
+# Outbox rows published to Kafka by the relay.
+OUTBOX_PUBLISHED = Counter(
+    "ticketflow_outbox_published_total",
+    "Outbox rows published to Kafka",
+    ["service", "topic"],
+    registry=REGISTRY,
+)
+# Relay publish attempts that failed (broker down, timeout).
+OUTBOX_PUBLISH_ERRORS = Counter(
+    "ticketflow_outbox_publish_errors_total",
+    "Outbox relay batches that failed to publish",
+    ["service"],
+    registry=REGISTRY,
+)
+# Events sent to the dead-letter topic, with a bounded reason.
+DEADLETTERED = Counter(
+    "ticketflow_deadlettered_total",
+    "Messages sent to cs.deadletter.v1",
+    ["service", "reason"],
+    registry=REGISTRY,
+)
+# 1 when the service's dependencies answer (database, broker, consumers assigned).
+READY = Gauge("ticketflow_ready", "1 when the service is ready", ["service"], registry=REGISTRY)
+
+# --- intake ------------------------------------------------------------------------
+# Webhooks by source adapter and outcome (accepted|duplicate|unauthorized|invalid|...).
+INTAKE_WEBHOOKS = Counter(
+    "intake_webhooks_total", "Webhooks received", ["source", "outcome"], registry=REGISTRY
+)
+# Time from request to answer.
+INTAKE_REQUEST_SECONDS = Histogram(
+    "intake_request_seconds",
+    "Webhook request duration",
+    ["source"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)
+
+# --- router ------------------------------------------------------------------------
+# Routing decisions by outcome vocabulary.
+ROUTER_DECISIONS = Counter(
+    "router_decisions_total",
+    "Routing decisions",
+    ["priority", "tier", "category"],
+    registry=REGISTRY,
+)
+# Time the pure decision function took.
+ROUTER_DECISION_SECONDS = Histogram(
+    "router_decision_seconds",
+    "Time to classify and decide one message",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+    registry=REGISTRY,
+)
+
+# --- sla_watch ---------------------------------------------------------------------
+# Breach events emitted.
+SLA_BREACHES = Counter(
+    "sla_breaches_total", "SLA breaches", ["sla", "priority", "tier"], registry=REGISTRY
+)
+# Warning events emitted.
+SLA_WARNINGS = Counter("sla_warnings_total", "SLA warnings", ["sla"], registry=REGISTRY)
+# Clocks met (stopped by a reply or resolution before the deadline).
+SLA_MET = Counter("sla_met_total", "SLA clocks met in time", ["sla"], registry=REGISTRY)
+# Clocks now running.
+SLA_OPEN_CLOCKS = Gauge("sla_open_clocks", "Running SLA clocks", ["sla"], registry=REGISTRY)
+# Emit time minus deadline of each breach.
+SLA_BREACH_LATENESS = Histogram(
+    "sla_breach_lateness_seconds",
+    "How late a breach event was emitted after its deadline",
+    buckets=_LATENESS,
+    registry=REGISTRY,
+)
+# Time from a customer's message to the first reply.
+SLA_FIRST_RESPONSE = Histogram(
+    "sla_first_response_seconds",
+    "Time to first agent reply",
+    buckets=_RESPONSE,
+    registry=REGISTRY,
+)
+
+# --- notifier ----------------------------------------------------------------------
+# Delivery attempts by channel and outcome (delivered|retry|failed|duplicate).
+NOTIFIER_DELIVERIES = Counter(
+    "notifier_deliveries_total",
+    "Notification delivery attempts",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+# Duration of one delivery attempt.
+NOTIFIER_DELIVERY_SECONDS = Histogram(
+    "notifier_delivery_seconds",
+    "Duration of one delivery attempt",
+    ["channel"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)

@@ -1,0 +1,139 @@
+"""Helpers for tests: signed webhooks, in-process services on real ports, topic readers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from aiokafka import AIOKafkaConsumer
+
+from shared.signing import signed_headers
+
+DEV_SECRET = b"ticketflow-local-development-secret"
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+FIXTURES = SHARED / "fixtures" / "webhooks"
+
+
+@dataclass
+class Infra:
+    dsn: str
+    bootstrap: str
+    stack: Any = None
+    pg: Any = None
+    broker: Any = None
+    tmp: Path | None = None
+
+
+def uid(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def generic_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_id": uid("evt"),
+        "type": "message.created",
+        "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "shop_id": "shop-1",
+        "channel": "chat",
+        "conversation_id": uid("conv"),
+        "customer": {"id": uid("cust"), "name": "张三", "phone": "13800138000", "vip_level": 0},
+        "author": {"role": "customer", "id": "cust-7"},
+        "text": "请问这件衣服有货吗？",
+    }
+    body.update(overrides)
+    return body
+
+
+def signed(body: dict[str, Any] | bytes, secret: bytes = DEV_SECRET,
+           now: float | None = None) -> tuple[bytes, dict[str, str]]:
+    raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+    headers = signed_headers(secret, raw, time.time() if now is None else now)
+    headers["Content-Type"] = "application/json"
+    return raw, headers
+
+
+def free_port() -> int:
+    from shared.localstack import free_port as fp
+
+    return fp()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, port: int | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app on a real loopback port in this event loop; yields its base URL."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                                           lifespan="on", access_log=False))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+async def wait_ready(base_url: str, timeout: float = 30) -> None:
+    """Wait for /readyz (consumers hold their assignment) rather than sleeping."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as c:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await c.get(base_url + "/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"{base_url} not ready after {timeout}s")
+
+
+class TopicReader:
+    """Reads a topic from the beginning (no group) and waits for matching records."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                         auto_offset_reset="earliest", enable_auto_commit=False)
+        self.seen: list[dict[str, Any]] = []
+
+    async def __aenter__(self) -> TopicReader:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15,
+                       count: int = 1) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        found = [r for r in self.seen if pred(r)]
+        while len(found) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"only {len(found)} of {count} matching records in {timeout}s")
+            batch = await self.consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
+            for records in batch.values():
+                for rec in records:
+                    value = json.loads(rec.value)
+                    self.seen.append(value)
+                    if pred(value):
+                        found.append(value)
+        return found
+
+    async def drain(self, seconds: float) -> list[dict[str, Any]]:
+        """Everything that arrives within ``seconds`` (to prove that nothing more came)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            batch = await self.consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                self.seen.extend(json.loads(r.value) for r in records)
+        return self.seen
