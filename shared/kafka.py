@@ -10,6 +10,7 @@ committed and is redelivered; a poison message (undecodable, invalid schema) is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -126,7 +127,7 @@ async def deadletter(
     correlation_id: str | None = None,
 ) -> None:
     raw = msg.raw_message
-    key = raw.key if not isinstance(raw, tuple) else None  # type: ignore[union-attr]
+    key = raw.key if not isinstance(raw, tuple) else None
     key_text = key.decode(errors="replace") if isinstance(key, bytes) else None
     event = DeadLetterEvent(
         correlation_id=correlation_id or msg.correlation_id or "unknown",
@@ -193,7 +194,8 @@ async def update_lag(broker: KafkaBroker, service: str) -> None:
                     continue
                 pos = await consumer.position(tp)
                 totals[tp.topic] = totals.get(tp.topic, 0) + max(0, hw - pos)
-        except Exception:  # rebalancing or not yet joined: try next time
+        except Exception as exc:  # rebalancing or not yet joined: try next time
+            log.debug("lag not available", error=repr(exc))
             continue
     for topic, lag in totals.items():
         metrics.CONSUMER_LAG.labels(service, topic).set(lag)
@@ -211,9 +213,7 @@ async def ensure_topics(bootstrap_servers: str, topics: tuple[TopicSpec, ...] = 
             if t.name not in existing
         ]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()

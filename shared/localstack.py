@@ -415,10 +415,8 @@ def _run(args: argparse.Namespace) -> int:
             print(
                 f"  {name:<10} {svc.url}   /healthz /readyz /metrics   log: .local/logs/{name}.log"
             )
-        print(
-            "  webhooks   POST http://127.0.0.1:%d/v1/webhooks/generic"
-            % stack.service_ports["intake"]
-        )
+        intake_port = stack.service_ports["intake"]
+        print(f"  webhooks   POST http://127.0.0.1:{intake_port}/v1/webhooks/generic")
         print("Ctrl-C stops everything.", flush=True)
         while not stop:
             for svc in stack.services.values():

@@ -82,7 +82,7 @@ class OutboxRelay:
         self._stop.set()
         self._wake.set()
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         if payload == self._producer:
             self._wake.set()
 

@@ -45,8 +45,9 @@ def infra() -> Iterator[Infra]:
         broker.start()
         asyncio.run(ensure_topics(broker.bootstrap))
         asyncio.run(migrate(pg.dsn))
-        yield Infra(dsn=pg.dsn, bootstrap=broker.bootstrap, stack=None, pg=pg, broker=broker,
-                    tmp=tmp)
+        yield Infra(
+            dsn=pg.dsn, bootstrap=broker.bootstrap, stack=None, pg=pg, broker=broker, tmp=tmp
+        )
     finally:
         broker.stop()
         pg.stop()

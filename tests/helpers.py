@@ -53,8 +53,9 @@ def generic_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def signed(body: dict[str, Any] | bytes, secret: bytes = DEV_SECRET,
-           now: float | None = None) -> tuple[bytes, dict[str, str]]:
+def signed(
+    body: dict[str, Any] | bytes, secret: bytes = DEV_SECRET, now: float | None = None
+) -> tuple[bytes, dict[str, str]]:
     raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
     headers = signed_headers(secret, raw, time.time() if now is None else now)
     headers["Content-Type"] = "application/json"
@@ -71,8 +72,11 @@ def free_port() -> int:
 async def serving(app: Any, port: int | None = None) -> AsyncIterator[str]:
     """Serve an ASGI app on a real loopback port in this event loop; yields its base URL."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           lifespan="on", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False
+        )
+    )
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
@@ -101,8 +105,12 @@ class TopicReader:
     """Reads a topic from the beginning (no group) and waits for matching records."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                         auto_offset_reset="earliest", enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         self.seen: list[dict[str, Any]] = []
 
     async def __aenter__(self) -> TopicReader:
@@ -112,8 +120,9 @@ class TopicReader:
     async def __aexit__(self, *exc: object) -> None:
         await self.consumer.stop()
 
-    async def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15,
-                       count: int = 1) -> list[dict[str, Any]]:
+    async def wait_for(
+        self, pred: Callable[[dict[str, Any]], bool], timeout: float = 15, count: int = 1
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         found = [r for r in self.seen if pred(r)]
         while len(found) < count:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +40,19 @@ class Receiver:
             if self.attempts <= self.fail_first:
                 return JSONResponse({"error": "try later"}, status_code=503)
             try:
-                verify([self.secret], request.headers.get("x-timestamp"),
-                       request.headers.get("x-signature"), raw, time.time())
+                verify(
+                    [self.secret],
+                    request.headers.get("x-timestamp"),
+                    request.headers.get("x-signature"),
+                    raw,
+                    time.time(),
+                )
                 ok = True
             except SignatureError:
                 ok = False
-            self.received.append(Received(dict(request.headers), orjson.loads(raw), ok, time.time()))
+            self.received.append(
+                Received(dict(request.headers), orjson.loads(raw), ok, time.time())
+            )
             self.event.set()
             return JSONResponse({"ok": True})
 
@@ -60,7 +68,5 @@ class Receiver:
             if left <= 0:
                 raise TimeoutError("no matching notification received")
             self.event.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.event.wait(), min(left, 0.5))
-            except TimeoutError:
-                pass

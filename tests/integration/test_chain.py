@@ -42,8 +42,9 @@ async def test_webhook_to_routed_to_breach_to_notification(service_env, monkeypa
                 httpx.AsyncClient() as client,
             ):
                 sent = time.time()
-                r = await client.post(intake_url + "/v1/webhooks/generic", content=raw,
-                                      headers=headers)
+                r = await client.post(
+                    intake_url + "/v1/webhooks/generic", content=raw, headers=headers
+                )
                 assert r.status_code == 202, r.text
                 ticket_id = r.json()["ticket_id"]
                 [decision] = await routed.wait_for(lambda e: e["ticket_id"] == ticket_id)
@@ -54,11 +55,16 @@ async def test_webhook_to_routed_to_breach_to_notification(service_env, monkeypa
                 assert decision["correlation_id"] == r.json()["message_id"]
 
                 [breach] = await sla.wait_for(
-                    lambda e: e["ticket_id"] == ticket_id and e["kind"] == "breached", timeout=15)
+                    lambda e: e["ticket_id"] == ticket_id and e["kind"] == "breached", timeout=15
+                )
                 assert breach["clock"] == "first_response"
                 note = await receiver.wait(
-                    lambda x: x.body["ticket_id"] == ticket_id
-                    and x.body["reason"] == "first_response_breached", timeout=15)
+                    lambda x: (
+                        x.body["ticket_id"] == ticket_id
+                        and x.body["reason"] == "first_response_breached"
+                    ),
+                    timeout=15,
+                )
                 assert note.signature_ok
                 assert note.headers["x-escalation-id"] == note.body["escalation_id"]
                 assert 2 <= note.at - sent < 6  # the shortened 2 s limit, give or take
@@ -66,8 +72,9 @@ async def test_webhook_to_routed_to_breach_to_notification(service_env, monkeypa
                 assert "13800138000" not in str(note.body) and "张三" not in str(note.body)
 
                 # The redelivered webhook is acknowledged as a duplicate and routes nothing.
-                r2 = await client.post(intake_url + "/v1/webhooks/generic", content=raw,
-                                       headers=headers)
+                r2 = await client.post(
+                    intake_url + "/v1/webhooks/generic", content=raw, headers=headers
+                )
                 assert r2.status_code == 200 and r2.json()["status"] == "duplicate"
                 seen = await routed.drain(1.5)
                 assert sum(1 for e in seen if e["ticket_id"] == ticket_id) == 1
