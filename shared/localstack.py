@@ -266,6 +266,30 @@ class Broker:
             start_new_session=True,
         )
         _wait_until(lambda: _port_open(self.host, self.port), 15, "broker", self.proc)
+        self._create_topics()
+
+    def _create_topics(self) -> None:
+        """Create the topics at once. Tansu keeps them in memory only, and after a restart it
+        acknowledges produce requests to a topic that does not exist yet and then drops
+        them; creating the topics before any producer reconnects (their reconnect backoff
+        is at least 100 ms) closes that window. Real Kafka refuses such a produce instead."""
+        import threading
+
+        from shared.kafka import ensure_topics
+
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                asyncio.run(ensure_topics(self.bootstrap))
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=run)
+        t.start()
+        t.join(30)
+        if errors:
+            raise errors[0]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -353,11 +377,9 @@ class LocalStack:
 
     def start_infra(self) -> None:
         from shared.db import migrate
-        from shared.kafka import ensure_topics
 
         self.pg.start()
-        self.broker.start()
-        asyncio.run(ensure_topics(self.broker.bootstrap))
+        self.broker.start()  # creates the topics
         asyncio.run(migrate(self.pg.dsn))
 
     def start_services(self, names: tuple[str, ...] | None = None) -> None:

@@ -42,8 +42,7 @@ def infra() -> Iterator[Infra]:
     broker = Broker(port=free_port(), log_file=tmp / "broker.log")
     try:
         pg.start()
-        broker.start()
-        asyncio.run(ensure_topics(broker.bootstrap))
+        broker.start()  # creates the topics
         asyncio.run(migrate(pg.dsn))
         yield Infra(
             dsn=pg.dsn, bootstrap=broker.bootstrap, stack=None, pg=pg, broker=broker, tmp=tmp

@@ -1,0 +1,115 @@
+"""The transactional outbox against the real database and broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from shared.events import SlaEvent
+from shared.kafka import make_broker, publish_raw
+from shared.localstack import Broker, free_port
+from shared.outbox import OutboxRelay, OutboxRow, backlog, enqueue
+from shared.topics import SLA
+from tests.helpers import TopicReader, uid
+
+pytestmark = pytest.mark.integration
+
+
+def _events(ticket: str, n: int) -> Sequence[OutboxRow]:
+    return [
+        OutboxRow(
+            SLA,
+            ticket,
+            SlaEvent(
+                correlation_id=f"{ticket}-{i}",
+                producer="test",
+                ticket_id=ticket,
+                conversation_id="c",
+                clock="first_response",
+                kind="started",
+                deadline=None,
+            ),
+        )
+        for i in range(n)
+    ]
+
+
+async def _run_relay(relay: OutboxRelay) -> asyncio.Task[None]:
+    return asyncio.create_task(relay.run())
+
+
+async def test_relay_publishes_in_order_and_empties_the_outbox(infra, pool):
+    producer = uid("producer")
+    ticket = uid("tkt")
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue(conn, producer, _events(ticket, 50))
+    broker = make_broker(infra.bootstrap, "test")
+    await broker.connect()
+    relay = OutboxRelay(
+        infra.dsn, producer, lambda t, k, v, c: publish_raw(broker, t, k, v, c), batch_size=20
+    )
+    task = await _run_relay(relay)
+    try:
+        async with TopicReader(infra.bootstrap, SLA.name) as reader:
+            got = await reader.wait_for(lambda e: e["ticket_id"] == ticket, count=50)
+        assert [e["correlation_id"] for e in got] == [f"{ticket}-{i}" for i in range(50)]
+        for _ in range(50):
+            if await backlog(pool, producer) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await backlog(pool, producer) == 0
+    finally:
+        relay.stop()
+        await task
+        await broker.stop()
+
+
+async def test_rolled_back_transaction_publishes_nothing(infra, pool):
+    producer = uid("producer")
+
+    class Boom(Exception):
+        pass
+
+    async def write_then_fail() -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, producer, _events(uid("tkt"), 3))
+            raise Boom
+
+    with pytest.raises(Boom):
+        await write_then_fail()
+    assert await backlog(pool, producer) == 0
+
+
+async def test_relay_waits_out_a_broker_outage_and_catches_up(infra, pool, tmp_path):
+    """The broker is down while events are written; nothing is lost when it returns."""
+    own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
+    own.start()
+    producer, ticket = uid("producer"), uid("tkt")
+    broker = make_broker(own.bootstrap, "test")
+    await broker.connect()
+    relay = OutboxRelay(
+        infra.dsn, producer, lambda t, k, v, c: publish_raw(broker, t, k, v, c), publish_timeout=2.0
+    )
+    task = await _run_relay(relay)
+    try:
+        own.stop()
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, producer, _events(ticket, 10))
+        for _ in range(100):  # the relay tries and fails while the broker is away
+            if relay.last_error:
+                break
+            await asyncio.sleep(0.1)
+        assert relay.last_error is not None
+        assert await backlog(pool, producer) == 10
+        own.start()  # memory storage: the topics are gone; start() creates them again
+        async with TopicReader(own.bootstrap, SLA.name) as reader:
+            got = await reader.wait_for(lambda e: e["ticket_id"] == ticket, count=10, timeout=60)
+        ids = [e["correlation_id"] for e in got]
+        assert sorted(set(ids)) == sorted(f"{ticket}-{i}" for i in range(10))
+    finally:
+        relay.stop()
+        await task
+        await broker.stop()
+        own.stop()
