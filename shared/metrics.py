@@ -85,6 +85,10 @@ INTAKE_REQUEST_SECONDS = Histogram(
     buckets=_LATENCY,
     registry=REGISTRY,
 )
+# 1 while intake refuses new webhooks with 429 (outbox backlog or database latency bound).
+INTAKE_OVERLOADED = Gauge(
+    "intake_overloaded", "1 while intake sheds load with 429", registry=REGISTRY
+)
 
 # --- router ------------------------------------------------------------------------
 # Routing decisions by outcome vocabulary.

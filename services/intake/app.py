@@ -1,18 +1,22 @@
-"""HTTP adapter: ``POST /v1/webhooks/{source}``."""
+"""HTTP adapter: ``POST /v1/webhooks/{source}`` (and ``GET`` for subscription handshakes)."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.intake.adapters import ADAPTERS, InvalidPayload, SourceAdapter
+from services.intake.adapters import ADAPTERS, Ignored, InvalidPayload, SourceAdapter
+from services.intake.adapters.base import FieldError
 from services.intake.adapters.generic import GenericWebhookV1
+from services.intake.backpressure import Limits, LoadGuard
 from services.intake.domain import PRODUCER, normalise
-from services.intake.problems import problem
+from services.intake.problems import PROBLEM_RESPONSES, problem
 from services.intake.settings import IntakeSettings
 from services.intake.store import accept
 from shared import metrics
@@ -23,20 +27,42 @@ from shared.signing import SignatureError
 
 log = get_logger(__name__)
 
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+def build_adapters(settings: IntakeSettings) -> dict[str, SourceAdapter]:
+    out: dict[str, SourceAdapter] = {}
+    for name in settings.enabled_sources():
+        cls = ADAPTERS[name]
+        kwargs: dict[str, Any] = {"pseudonym_key": settings.pseudonym_bytes()}
+        if name == "whatsapp":
+            kwargs["verify_token"] = settings.verify_token()
+        out[name] = cls(settings.secrets_for(name), settings.replay_window_seconds, **kwargs)
+    return out
+
 
 def build(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
     # Intake stays ready while the broker is down: events are durable in PostgreSQL and the
     # outbox relay publishes them when the broker is back.
     runtime = Runtime(PRODUCER, settings, relay=True, broker_required_for_ready=False)
-    adapters: dict[str, SourceAdapter] = {
-        name: cls(settings.secrets_for(name), settings.replay_window_seconds)
-        for name, cls in ADAPTERS.items()
-    }
-    if settings.uses_dev_secret():
+    adapters = build_adapters(settings)
+    guard = LoadGuard(
+        PRODUCER,
+        Limits(settings.max_outbox_backlog, settings.max_db_latency_seconds),
+        settings.load_probe_interval_seconds,
+    )
+
+    async def _start_guard() -> None:
+        guard.start(runtime.pool)
+
+    runtime.on_ready(_start_guard)
+    runtime.on_stop(guard.stop)
+    fallbacks = settings.dev_fallbacks()
+    if fallbacks:
         log.warning(
-            "INTAKE_GENERIC_SECRET is not set: using the DEVELOPMENT secret of the local stack;"
-            " never run like this anywhere else"
+            "LOCAL STACK: development values in use; never run like this anywhere else",
+            unset=fallbacks,
         )
 
     app = create_app(
@@ -44,52 +70,57 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
         title="ticketflow intake",
         description="Receives platform webhooks, verifies and normalises them.",
     )
+    app.state.guard = guard
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        from services.intake.adapters.base import FieldError
-
         return problem(
             422,
             "invalid",
             "Invalid request",
             "the request is not valid",
-            errors=[FieldError(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()],
+            errors=[
+                FieldError(".".join(map(str, e["loc"])), str(e["msg"])) for e in exc.errors()[:20]
+            ],
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> Response:
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem(
+            exc.status_code,
+            slug,
+            str(exc.detail),
+            str(exc.detail),
+            headers=dict(exc.headers or {}),
+        )
+
+    headers_doc = sorted({h for a in ADAPTERS.values() for h in a.signature_headers})
 
     @app.post(
         "/v1/webhooks/{source}",
         status_code=202,
         tags=["webhooks"],
         summary="Receive one platform webhook",
+        description=(
+            "`source` names the adapter (`generic`, `shopify`, `zendesk`, `whatsapp`, "
+            "`taobao`, `pinduoduo`); the body and signature headers are the platform's own "
+            "(see docs/adapters.md). The schema shown is the generic format."
+        ),
         openapi_extra={
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": GenericWebhookV1.model_json_schema()}},
             },
             "parameters": [
-                {
-                    "name": "X-Timestamp",
-                    "in": "header",
-                    "required": True,
-                    "schema": {"type": "string"},
-                },
-                {
-                    "name": "X-Signature",
-                    "in": "header",
-                    "required": True,
-                    "schema": {"type": "string"},
-                },
+                {"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
+                for h in headers_doc
             ],
         },
         responses={
-            200: {"description": "Duplicate: already accepted, nothing changed"},
-            401: {"description": "Bad or missing signature"},
-            404: {"description": "Unknown source"},
-            413: {"description": "Body too large"},
-            415: {"description": "Not JSON"},
-            422: {"description": "Invalid body (RFC 9457 problem with field errors)"},
-            503: {"description": "Not ready (database unavailable)"},
+            200: {"description": "Duplicate (already accepted) or ignored event; nothing changed"},
+            202: {"description": "Accepted: durable in PostgreSQL, queued for publishing"},
+            **PROBLEM_RESPONSES,
         },
     )
     async def webhook(source: str, request: Request) -> Response:
@@ -102,17 +133,46 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
         metrics.INTAKE_REQUEST_SECONDS.labels(label).observe(time.perf_counter() - started)
         return response
 
+    @app.get(
+        "/v1/webhooks/{source}",
+        tags=["webhooks"],
+        summary="Subscription handshake (WhatsApp/Meta: hub.mode, hub.verify_token, hub.challenge)",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"description": "The challenge, echoed", "content": {"text/plain": {}}},
+            **{k: v for k, v in PROBLEM_RESPONSES.items() if k in (403, 404, 405)},
+        },
+    )
+    async def handshake(source: str, request: Request) -> Response:
+        adapter = adapters.get(source)
+        label = source if adapter is not None else "unknown"
+        if adapter is None:
+            resp = _unknown(source, adapters)
+        elif not hasattr(adapter, "handshake"):
+            resp = _tag(
+                problem(
+                    405,
+                    "method-not-allowed",
+                    "Method not allowed",
+                    f"source {source!r} has no subscription handshake; POST webhooks to it",
+                    headers={"Allow": "POST"},
+                ),
+                "method_not_allowed",
+            )
+        else:
+            try:
+                challenge = adapter.handshake(dict(request.query_params))
+                resp = _tag(PlainTextResponse(challenge), "handshake")
+            except SignatureError as exc:
+                resp = _tag(
+                    problem(403, "forbidden", "Handshake refused", str(exc)), "handshake_refused"
+                )
+        metrics.INTAKE_WEBHOOKS.labels(label, resp.headers["x-outcome"]).inc()
+        return resp
+
     async def _handle(source: str, adapter: SourceAdapter | None, request: Request) -> Response:
         if adapter is None:
-            return _tag(
-                problem(
-                    404,
-                    "unknown-source",
-                    "Unknown source",
-                    f"no adapter named {source!r}; known: {sorted(adapters)}",
-                ),
-                "unknown_source",
-            )
+            return _unknown(source, adapters)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             return _tag(
@@ -139,23 +199,33 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
         except SignatureError as exc:
             return _tag(problem(401, "unauthorized", "Signature refused", str(exc)), "unauthorized")
         try:
-            inbounds = adapter.parse(raw)
+            inbounds = adapter.parse(raw, headers)
         except InvalidPayload as exc:
             return _tag(
                 problem(422, "invalid", "Invalid webhook", exc.detail, errors=exc.errors), "invalid"
             )
+        except Ignored as exc:
+            return _tag(JSONResponse({"status": "ignored", "reason": exc.reason}), "ignored")
+        except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+            # An input the adapter did not foresee: still the client's, never a 500.
+            log.warning("adapter could not read a body", source=source, error=type(exc).__name__)
+            return _tag(
+                problem(422, "invalid", "Invalid webhook", "the body could not be read"), "invalid"
+            )
         try:
             pool = runtime.pool
         except RuntimeError:
+            return _tag(_unavailable("the database is not connected yet"), "not_ready")
+        if guard.reason is not None:
             return _tag(
                 problem(
-                    503,
-                    "not-ready",
-                    "Not ready",
-                    "the database is not connected yet",
-                    headers={"Retry-After": "5"},
+                    429,
+                    "overloaded",
+                    "Overloaded",
+                    f"{guard.reason}; retry later",
+                    headers={"Retry-After": str(settings.retry_after_seconds)},
                 ),
-                "not_ready",
+                "overloaded",
             )
         received_at = utcnow()
         results = []
@@ -171,20 +241,11 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
                         ticket_id=event.ticket_id,
                     )
                 results.append((event, new))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("database unavailable; refusing webhook", error=repr(exc))
-            return _tag(
-                problem(
-                    503,
-                    "unavailable",
-                    "Database unavailable",
-                    "the event was not stored; retry later",
-                    headers={"Retry-After": "5"},
-                ),
-                "unavailable",
-            )
+        except DB_ERRORS as exc:
+            log.warning("database unavailable; refusing webhook", error=type(exc).__name__)
+            return _tag(_unavailable("the event was not stored; retry later"), "unavailable")
         any_new = any(new for _, new in results)
-        body_out = {
+        body_out: dict[str, Any] = {
             "status": "accepted" if any_new else "duplicate",
             "messages": [
                 {
@@ -205,6 +266,22 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
         )
 
     return app
+
+
+def _unknown(source: str, adapters: dict[str, SourceAdapter]) -> Response:
+    return _tag(
+        problem(
+            404,
+            "unknown-source",
+            "Unknown source",
+            f"no enabled adapter named {source[:64]!r}; enabled: {sorted(adapters)}",
+        ),
+        "unknown_source",
+    )
+
+
+def _unavailable(detail: str) -> JSONResponse:
+    return problem(503, "unavailable", "Service unavailable", detail, headers={"Retry-After": "5"})
 
 
 def _too_large(limit: int) -> JSONResponse:

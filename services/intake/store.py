@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import asyncpg
 
 from services.intake.domain import PRODUCER
@@ -11,8 +13,10 @@ from shared.topics import MESSAGES
 
 
 async def accept(pool: asyncpg.Pool, event: MessageEvent) -> bool:
-    """True when the event is new (stored and queued for publishing), False for a duplicate."""
-    async with pool.acquire() as conn, conn.transaction():
+    """True when the event is new (stored and queued for publishing), False for a duplicate.
+    The idempotency key is (source, source event id): the primary key of ``intake_events``."""
+    async with pool.acquire() as proxy, proxy.transaction():
+        conn = cast(asyncpg.Connection, proxy)
         inserted = await conn.fetchval(
             "INSERT INTO intake_events"
             " (source, source_event_id, message_id, ticket_id, kind, received_at, event)"

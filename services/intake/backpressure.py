@@ -1,0 +1,87 @@
+"""Backpressure: refuse work (429 + Retry-After) when the outbox backlog or the database's
+latency passes its bound, rather than queue without bound.
+
+A probe refreshes two figures at most every ``interval`` seconds, off the request path:
+the outbox backlog of intake (a count bounded by the limit, so it costs at most
+``limit`` index entries however large the backlog grows) and the round-trip time of a
+pool acquire plus a query (pool waits included, so a saturated pool counts as latency).
+Each request only reads the last verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from shared import metrics
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_backlog: int
+    max_latency: float
+
+
+def overload_reason(backlog: int | None, latency: float | None, limits: Limits) -> str | None:
+    """Why intake should refuse new work now, or None. Unknown figures never refuse: a
+    database that does not answer is the 503 path, not the 429 one."""
+    if backlog is not None and backlog >= limits.max_backlog:
+        return f"outbox backlog at or above {limits.max_backlog} events"
+    if latency is not None and latency >= limits.max_latency:
+        return f"database latency above {limits.max_latency * 1000:.0f} ms"
+    return None
+
+
+class LoadGuard:
+    def __init__(self, producer: str, limits: Limits, interval: float = 0.5) -> None:
+        self.producer = producer
+        self.limits = limits
+        self.interval = interval
+        self.backlog: int | None = None
+        self.latency: float | None = None
+        self.reason: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, pool: asyncpg.Pool) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(pool), name=f"{self.producer}:load-probe")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def probe(self, pool: asyncpg.Pool) -> None:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(max(5.0, self.limits.max_latency * 4)):
+                n = await pool.fetchval(
+                    "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE producer = $1 LIMIT $2) b",
+                    self.producer,
+                    self.limits.max_backlog,
+                )
+            self.latency = time.perf_counter() - started
+            self.backlog = int(n)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            # A timed-out probe means the database is at least that slow.
+            self.latency = time.perf_counter() - started if isinstance(exc, TimeoutError) else None
+            self.backlog = None
+        before = self.reason
+        self.reason = overload_reason(self.backlog, self.latency, self.limits)
+        metrics.INTAKE_OVERLOADED.set(1 if self.reason else 0)
+        if self.reason != before:
+            log.warning("intake overload changed", overloaded=self.reason or "no")
+
+    async def _loop(self, pool: asyncpg.Pool) -> None:
+        while True:
+            await self.probe(pool)
+            await asyncio.sleep(self.interval)
