@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def generic_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "event_id": uid("evt"),
         "type": "message.created",
-        "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "shop_id": "shop-1",
         "channel": "chat",
         "conversation_id": uid("conv"),

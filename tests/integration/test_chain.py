@@ -3,7 +3,7 @@ a signed webhook in, a routed event out, a breach, and a signed notification rec
 
 from __future__ import annotations
 
-import time
+from datetime import datetime
 
 import httpx
 import pytest
@@ -41,7 +41,7 @@ async def test_webhook_to_routed_to_breach_to_notification(service_env, monkeypa
                 TopicReader(service_env.bootstrap, "cs.sla.v1") as sla,
                 httpx.AsyncClient() as client,
             ):
-                sent = time.time()
+                sent = datetime.fromisoformat(body["occurred_at"]).timestamp()
                 r = await client.post(
                     intake_url + "/v1/webhooks/generic", content=raw, headers=headers
                 )
