@@ -350,9 +350,15 @@ class LocalStack:
     data_dir: Path
     pg_port: int = 5433
     kafka_port: int = 9092
-    service_ports: Mapping[str, int] = field(default_factory=lambda: {n: p for n, _, p in SERVICES})
+    service_ports: Mapping[str, int] = field(
+        default_factory=lambda: {
+            n: int(os.environ.get(f"{prefix}_HTTP_PORT", p)) for n, prefix, p in SERVICES
+        }
+    )
     extra_env: Mapping[str, str] = field(default_factory=dict)
     services: dict[str, ServiceProc] = field(default_factory=dict)
+    external_kafka: str | None = None  # use this cluster instead of starting Tansu
+    external_database: str | None = None  # use this server instead of embedded PostgreSQL
 
     def __post_init__(self) -> None:
         self.logs = self.data_dir / "logs"
@@ -365,8 +371,8 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
-            KAFKA_BOOTSTRAP_SERVERS=self.broker.bootstrap,
-            DATABASE_URL=self.pg.dsn,
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+            DATABASE_URL=self.dsn,
             TICKETFLOW_LOCAL_STACK="true",
             PYTHONUNBUFFERED="1",
         )
@@ -375,12 +381,25 @@ class LocalStack:
         env.update(self.extra_env)
         return env
 
+    @property
+    def bootstrap(self) -> str:
+        return self.external_kafka or self.broker.bootstrap
+
+    @property
+    def dsn(self) -> str:
+        return self.external_database or self.pg.dsn
+
     def start_infra(self) -> None:
         from shared.db import migrate
+        from shared.kafka import ensure_topics
 
-        self.pg.start()
-        self.broker.start()  # creates the topics
-        asyncio.run(migrate(self.pg.dsn))
+        if self.external_database is None:
+            self.pg.start()
+        if self.external_kafka is None:
+            self.broker.start()  # creates the topics
+        else:
+            asyncio.run(ensure_topics(self.external_kafka))
+        asyncio.run(migrate(self.dsn))
 
     def start_services(self, names: tuple[str, ...] | None = None) -> None:
         env = self.env()
@@ -414,7 +433,13 @@ class LocalStack:
 
 
 def _run(args: argparse.Namespace) -> int:
-    stack = LocalStack(ROOT / ".local", pg_port=args.pg_port, kafka_port=args.kafka_port)
+    stack = LocalStack(
+        ROOT / ".local",
+        pg_port=args.pg_port,
+        kafka_port=args.kafka_port,
+        external_kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        external_database=os.environ.get("DATABASE_URL") or None,
+    )
     stop = False
 
     def on_signal(_sig: int, _frame: Any) -> None:
@@ -425,10 +450,16 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     t0 = time.monotonic()
     try:
-        print("starting PostgreSQL and the broker ...", flush=True)
+        print("starting the database and the broker ...", flush=True)
         stack.start_infra()
-        print(f"  PostgreSQL  {stack.pg.dsn}   (data in .local/pgdata)")
-        print(f"  Kafka       {stack.broker.bootstrap}   (Tansu, memory storage)")
+        if stack.external_database:
+            print("  PostgreSQL  DATABASE_URL from the environment (external)")
+        else:
+            print(f"  PostgreSQL  {stack.pg.dsn}   (data in .local/pgdata)")
+        if stack.external_kafka:
+            print(f"  Kafka       {stack.external_kafka}   (external)")
+        else:
+            print(f"  Kafka       {stack.broker.bootstrap}   (Tansu, memory storage)")
         stack.start_services()
         print("starting services ...", flush=True)
         stack.wait_ready(90)
