@@ -15,7 +15,7 @@ from services.intake.adapters import ADAPTERS, Ignored, InvalidPayload, SourceAd
 from services.intake.adapters.base import FieldError
 from services.intake.adapters.generic import GenericWebhookV1
 from services.intake.backpressure import Limits, LoadGuard
-from services.intake.domain import PRODUCER, normalise
+from services.intake.domain import PRODUCER, normalise, unstorable_fields
 from services.intake.problems import PROBLEM_RESPONSES, problem
 from services.intake.settings import IntakeSettings
 from services.intake.store import accept
@@ -212,6 +212,18 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
             return _tag(
                 problem(422, "invalid", "Invalid webhook", "the body could not be read"), "invalid"
             )
+        unstorable = [e for inbound in inbounds for e in unstorable_fields(inbound)]
+        if unstorable:
+            return _tag(
+                problem(
+                    422,
+                    "invalid",
+                    "Invalid webhook",
+                    "text that cannot be stored",
+                    errors=unstorable,
+                ),
+                "invalid",
+            )
         try:
             pool = runtime.pool
         except RuntimeError:
@@ -241,6 +253,11 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
                         ticket_id=event.ticket_id,
                     )
                 results.append((event, new))
+        except asyncpg.DataError as exc:  # a value the database refuses: still the client's
+            log.warning("database refused a value", source=source, error=type(exc).__name__)
+            return _tag(
+                problem(422, "invalid", "Invalid webhook", "a value cannot be stored"), "invalid"
+            )
         except DB_ERRORS as exc:
             log.warning("database unavailable; refusing webhook", error=type(exc).__name__)
             return _tag(_unavailable("the event was not stored; retry later"), "unavailable")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from services.intake.adapters.base import Inbound
+from services.intake.adapters.base import FieldError, Inbound
 from shared.events import CustomerRef, MessageEvent, message_id_for, ticket_id_for
 
 PRODUCER = "intake"
@@ -44,3 +44,34 @@ def normalise(source: str, inbound: Inbound, received_at: datetime) -> MessageEv
         order=inbound.order,
         received_at=received_at,
     )
+
+
+def unstorable_fields(inbound: Inbound) -> list[FieldError]:
+    """Strings that PostgreSQL cannot store (NUL characters, lone surrogates): the client's
+    mistake, refused with 422 before anything is written."""
+    out: list[FieldError] = []
+
+    def check(name: str, value: object) -> None:
+        if isinstance(value, str):
+            if "\x00" in value:
+                out.append(FieldError(name, "contains a NUL character"))
+            else:
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    out.append(FieldError(name, "is not valid Unicode text"))
+
+    for f in (
+        "source_event_id",
+        "shop_id",
+        "conversation_id",
+        "author_id",
+        "text",
+    ):
+        check(f, getattr(inbound, f))
+    if inbound.customer is not None:
+        check("customer.id", inbound.customer.id)
+    if inbound.order is not None:
+        for f in ("id", "currency", "status"):
+            check(f"order.{f}", getattr(inbound.order, f))
+    return out
