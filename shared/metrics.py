@@ -148,3 +148,56 @@ NOTIFIER_DELIVERY_SECONDS = Histogram(
     buckets=_LATENCY,
     registry=REGISTRY,
 )
+# Deliveries put on the durable queue, by channel kind and level (1 = first notice).
+NOTIFIER_QUEUED = Counter(
+    "notifier_queued_total",
+    "Deliveries queued",
+    ["channel", "level"],
+    registry=REGISTRY,
+)
+# Deliveries waiting in the queue now, by configured channel name (names come from config).
+NOTIFIER_QUEUE_DEPTH = Gauge(
+    "notifier_queue_depth", "Deliveries pending", ["channel"], registry=REGISTRY
+)
+# Escalations folded into a digest because they outran the channel's rate.
+NOTIFIER_DIGESTED = Counter(
+    "notifier_digested_total",
+    "Escalations sent as part of a digest",
+    ["channel"],
+    registry=REGISTRY,
+)
+# Digest messages built.
+NOTIFIER_DIGESTS = Counter(
+    "notifier_digests_total", "Digest messages built", ["channel"], registry=REGISTRY
+)
+# Escalations re-sent to a further level of their route, by that level.
+NOTIFIER_REESCALATIONS = Counter(
+    "notifier_reescalations_total",
+    "Escalations moved to a further level",
+    ["level"],
+    registry=REGISTRY,
+)
+# Acknowledgements, by way (link|api).
+NOTIFIER_ACKS = Counter(
+    "notifier_acknowledgements_total", "Escalations acknowledged", ["via"], registry=REGISTRY
+)
+# Routed escalations neither acknowledged nor resolved.
+NOTIFIER_UNACKED = Gauge(
+    "notifier_unacknowledged_escalations",
+    "Routed escalations not yet acknowledged or resolved",
+    registry=REGISTRY,
+)
+# Age of the oldest of them.
+NOTIFIER_UNACKED_OLDEST = Gauge(
+    "notifier_unacknowledged_oldest_seconds",
+    "Age of the oldest unacknowledged escalation",
+    registry=REGISTRY,
+)
+# From the escalation event's time to the first delivery attempt of a level-1 notice.
+NOTIFIER_FIRST_ATTEMPT_SECONDS = Histogram(
+    "notifier_first_attempt_seconds",
+    "Escalation event to first delivery attempt",
+    ["channel"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)

@@ -2,32 +2,52 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import orjson
 
-from services.notifier.channels.base import Channel, Outcome, Result, classify_response
+from services.notifier.channels.base import Channel, Result, classify_response, post
+from services.notifier.messages import Notice
 from shared.events import EscalationEvent
 from shared.signing import signed_headers
 
 
-def body_for(esc: EscalationEvent) -> bytes:
+def escalation_body(esc: EscalationEvent) -> dict[str, Any]:
+    return {
+        "escalation_id": esc.escalation_id,
+        "ticket_id": esc.ticket_id,
+        "conversation_id": esc.conversation_id,
+        "reason": esc.reason.value,
+        "priority": esc.priority.value if esc.priority else None,
+        "tier": esc.tier.value if esc.tier else None,
+        "category": esc.category.value if esc.category else None,
+        "shop_id": esc.shop_id,
+        "agent_id": esc.agent_id,
+        "waiting_seconds": esc.waiting_seconds,
+        "lateness_seconds": esc.lateness_seconds,
+        "deadline": esc.deadline.isoformat() if esc.deadline else None,
+        "customer_ref": esc.customer_ref,
+        "occurred_at": esc.occurred_at.isoformat(),
+        "correlation_id": esc.correlation_id,
+    }
+
+
+def body_for(notice: Notice) -> bytes:
+    """One escalation: the contract's fields (plus level, text, links). A digest:
+    ``kind: digest`` with its counts and top items."""
+    links = {label: url for label, url in notice.links}
+    if notice.esc is not None:
+        body = escalation_body(notice.esc)
+        body.update({"kind": "escalation", "level": notice.level, "text": notice.text()})
+        body["links"] = links
+        return orjson.dumps(body)
     return orjson.dumps(
         {
-            "escalation_id": esc.escalation_id,
-            "ticket_id": esc.ticket_id,
-            "conversation_id": esc.conversation_id,
-            "reason": esc.reason.value,
-            "priority": esc.priority.value if esc.priority else None,
-            "tier": esc.tier.value if esc.tier else None,
-            "category": esc.category.value if esc.category else None,
-            "shop_id": esc.shop_id,
-            "agent_id": esc.agent_id,
-            "waiting_seconds": esc.waiting_seconds,
-            "lateness_seconds": esc.lateness_seconds,
-            "deadline": esc.deadline.isoformat() if esc.deadline else None,
-            "customer_ref": esc.customer_ref,
-            "occurred_at": esc.occurred_at.isoformat(),
-            "correlation_id": esc.correlation_id,
+            "kind": "digest",
+            "escalation_id": notice.key,
+            "digest": notice.digest,
+            "text": notice.text(),
         }
     )
 
@@ -35,22 +55,17 @@ def body_for(esc: EscalationEvent) -> bytes:
 class GenericWebhook(Channel):
     kind = "generic_webhook"
 
-    def __init__(self, name: str, url: str, secret: bytes) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, url: str, secret: bytes, **kw: Any) -> None:
+        super().__init__(name, **kw)
         self.url = url
         self.secret = secret
 
-    async def send(self, client: httpx.AsyncClient, esc: EscalationEvent, now: float) -> Result:
-        body = body_for(esc)
+    async def send(self, client: httpx.AsyncClient, notice: Notice, now: float) -> Result:
+        body = body_for(notice)
         headers = {
             "Content-Type": "application/json",
-            "X-Escalation-Id": esc.escalation_id,
+            "X-Escalation-Id": notice.key,
             **signed_headers(self.secret, body, now),
         }
-        try:
-            resp = await client.post(self.url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            return Result(Outcome.retry, f"timeout: {exc.__class__.__name__}")
-        except httpx.HTTPError as exc:
-            return Result(Outcome.retry, f"transport: {exc.__class__.__name__}")
-        return classify_response(resp)
+        resp = await post(client, self.url, body, headers)
+        return resp if isinstance(resp, Result) else classify_response(resp)

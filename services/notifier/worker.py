@@ -1,0 +1,286 @@
+"""The notifier's background loops: one delivery worker per channel (sends and retries
+from the durable queue, within the channel's rate, folding a surge into digests), the
+escalator (next level for unacknowledged escalations, dead-letters), and the gauges."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import orjson
+from faststream.kafka import KafkaBroker
+
+from services.notifier import store
+from services.notifier.channels.base import Channel
+from services.notifier.delivery import decide
+from services.notifier.domain import SlidingWindow, ack_url
+from services.notifier.messages import Locale, Notice, render_digest, render_escalation, summarise
+from services.notifier.routes import RoutesConfig
+from services.notifier.settings import NotifierSettings
+from shared import metrics
+from shared.events import DeadLetterEvent
+from shared.kafka import publish_event
+from shared.logging import get_logger
+from shared.topics import DEADLETTER, ESCALATIONS
+
+log = get_logger(__name__)
+SERVICE = "notifier"
+LEASE_BATCH = 100  # most rows leased for single sends at once
+SEND_CONCURRENCY = 8  # parallel sends per channel (within its rate)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), max(0.0, timeout))
+
+
+@dataclass
+class Context:
+    pool: asyncpg.Pool
+    client: httpx.AsyncClient
+    settings: NotifierSettings
+    routes: RoutesConfig | None
+    broker: KafkaBroker
+
+
+class ChannelWorker:
+    def __init__(self, ctx: Context, channel: Channel) -> None:
+        self.ctx = ctx
+        self.ch = channel
+        self.limiter = SlidingWindow(channel.rate, ctx.settings.rate_window_seconds)
+        self.wake = asyncio.Event()
+        self.deadletter_wake: asyncio.Event | None = None
+        self._sem = asyncio.Semaphore(SEND_CONCURRENCY)
+
+    @property
+    def locale(self) -> Locale:
+        if self.ch.locale is not None:
+            return self.ch.locale
+        return "en" if self.ctx.settings.locale == "en" else "zh"
+
+    async def run(self) -> None:
+        poll = self.ctx.settings.poll_interval_seconds
+        while True:
+            self.wake.clear()
+            try:
+                busy = await self.tick()
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("delivery worker: database unavailable", error=repr(exc))
+                busy = False
+                await asyncio.sleep(1.0)
+            if busy:
+                continue
+            now = time.monotonic()
+            timeout = poll
+            if self.limiter.free(now) == 0:
+                timeout = min(poll, self.limiter.next_free_at(now) - now)
+                await asyncio.sleep(max(0.0, timeout))  # a wake-up would not help yet
+                continue
+            await _wait(self.wake, timeout)
+
+    async def tick(self) -> bool:
+        """One round; True when it sent something (so go again at once)."""
+        pool, s = self.ctx.pool, self.ctx.settings
+        free = self.limiter.free(time.monotonic())
+        if free == 0:
+            return False
+        sent = False
+        digests = await store.lease(pool, self.ch.name, "digest", min(free, 10), s.lease_seconds)
+        for row in digests:
+            await self.send(row)
+            sent = True
+        free = self.limiter.free(time.monotonic())
+        if free == 0:
+            return sent
+        due = await store.due_count(pool, self.ch.name, "single")
+        if due == 0:
+            return sent
+        if due <= free:
+            rows = await store.lease(
+                pool, self.ch.name, "single", min(due, LEASE_BATCH), s.lease_seconds
+            )
+            await asyncio.gather(*(self._bounded(r) for r in rows))
+            return bool(rows) or sent
+        # A surge: more due than the channel may take now. Fold them into one digest.
+        rows = await store.lease(pool, self.ch.name, "single", s.digest_max_items, s.lease_seconds)
+        if not rows:
+            return sent
+        if len(rows) <= free:
+            await asyncio.gather(*(self._bounded(r) for r in rows))
+            return True
+        summary = summarise([r.event() for r in rows])
+        summary["escalation_ids"] = [r.escalation_id for r in rows]
+        digest = await store.make_digest(pool, self.ch.name, rows, summary)
+        metrics.NOTIFIER_DIGESTS.labels(self.ch.kind).inc()
+        metrics.NOTIFIER_DIGESTED.labels(self.ch.kind).inc(len(rows))
+        log.info("surge folded into a digest", channel=self.ch.name, count=len(rows))
+        await self.send(digest)
+        return True
+
+    async def _bounded(self, row: store.Row) -> None:
+        async with self._sem:
+            await self.send(row)
+
+    def render(self, row: store.Row) -> Notice:
+        s = self.ctx.settings
+        if row.kind == "digest":
+            assert row.payload is not None
+            return render_digest(
+                row.escalation_id, row.payload, self.locale, ticket_base_url=s.ticket_base_url
+            )
+        esc = row.event()
+        return render_escalation(
+            esc,
+            self.locale,
+            ticket_url=s.ticket_base_url + esc.ticket_id,
+            ack_url=ack_url(s.public_base_url, s.ack_key(), esc.escalation_id),
+            level=row.level,
+        )
+
+    async def send(self, row: store.Row) -> None:
+        s = self.ctx.settings
+        if row.payload is None:  # a row from before the queue existed: nothing to send
+            await store.record_attempt(
+                self.ctx.pool,
+                row,
+                row.attempts + 1,
+                "failed",
+                "failed",
+                None,
+                "no stored escalation",
+                0.0,
+                None,
+            )
+            return
+        notice = self.render(row)
+        if row.first_attempt and row.kind == "single" and row.level == 1 and notice.esc:
+            metrics.NOTIFIER_FIRST_ATTEMPT_SECONDS.labels(self.ch.kind).observe(
+                max(0.0, time.time() - notice.esc.occurred_at.timestamp())
+            )
+        stamp = self.limiter.take(time.monotonic())
+        started = time.perf_counter()
+        result = await self.ch.send(self.ctx.client, notice, time.time())
+        elapsed = time.perf_counter() - started
+        self.limiter.done(stamp, time.monotonic())
+        if result.rate_limited:
+            self.limiter.block(time.monotonic() + (result.retry_after or s.rate_window_seconds))
+        attempt = row.attempts + 1
+        d = decide(result, attempt, s.max_attempts, s.backoff_base_seconds, s.backoff_max_seconds)
+        retry_in = d.retry_in
+        if retry_in is not None and result.rate_limited:
+            retry_in = max(retry_in, result.retry_after or s.rate_window_seconds)
+        metrics.NOTIFIER_DELIVERY_SECONDS.labels(self.ch.kind).observe(elapsed)
+        metrics.NOTIFIER_DELIVERIES.labels(self.ch.kind, d.outcome).inc()
+        await store.record_attempt(
+            self.ctx.pool,
+            row,
+            attempt,
+            result.outcome.value,
+            d.status,
+            result.status_code,
+            d.detail,
+            elapsed * 1000,
+            retry_in,
+        )
+        if d.status == "failed":
+            log.warning("delivery failed for good", channel=self.ch.name, detail=d.detail)
+            if self.deadletter_wake is not None:
+                self.deadletter_wake.set()
+        elif d.status == "pending":
+            log.info(
+                "delivery will be retried",
+                channel=self.ch.name,
+                attempt=attempt,
+                detail=d.detail,
+                retry_in=round(retry_in or 0, 2),
+            )
+
+
+class Escalator:
+    """Sends the next level of unacknowledged escalations, dead-letters failed deliveries."""
+
+    def __init__(self, ctx: Context, workers: dict[str, ChannelWorker]) -> None:
+        self.ctx = ctx
+        self.workers = workers
+        self.wake = asyncio.Event()
+        for w in workers.values():
+            w.deadletter_wake = self.wake
+
+    async def run(self) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                await self.escalate()
+                await self.deadletter()
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("escalator: database unavailable", error=repr(exc))
+            await _wait(self.wake, self.ctx.settings.escalate_interval_seconds)
+
+    async def escalate(self) -> int:
+        pool, routes = self.ctx.pool, self.ctx.routes
+        moved = 0
+        for e in await store.due_escalations(pool):
+            route = routes.route_named(e["route"]) if routes else None
+            level: int = e["level"]
+            if route is None or level >= len(route.levels):
+                await store.stop_escalating(pool, e["escalation_id"])
+                continue
+            nxt = route.levels[level]
+            after = (
+                route.levels[level + 1].after_minutes * 60
+                if level + 1 < len(route.levels)
+                else None
+            )
+            channels = [c for c in nxt.channels if c in self.workers]
+            if await store.advance_level(pool, e["escalation_id"], level, channels, after):
+                moved += 1
+                metrics.NOTIFIER_REESCALATIONS.labels(str(level + 1)).inc()
+                log.info(
+                    "escalation not acknowledged: next level",
+                    escalation_id=e["escalation_id"],
+                    level=level + 1,
+                    route=route.name,
+                )
+                for c in channels:
+                    metrics.NOTIFIER_QUEUED.labels(self.workers[c].ch.kind, str(level + 1)).inc()
+                    self.workers[c].wake.set()
+        return moved
+
+    async def deadletter(self) -> int:
+        n = 0
+        for r in await store.to_deadletter(self.ctx.pool):
+            payload = orjson.dumps(r["payload"]).decode() if r["payload"] is not None else ""
+            event = DeadLetterEvent(
+                correlation_id=(r["payload"] or {}).get("correlation_id") or r["escalation_id"],
+                producer=SERVICE,
+                original_topic=ESCALATIONS.name,
+                original_key=r["ticket_id"] or None,
+                service=SERVICE,
+                reason="delivery_failed" if r["kind"] == "single" else "digest_delivery_failed",
+                error=f"channel {r['channel']} level {r['level']}: {r['last_error'] or '?'}"[:4000],
+                payload=payload,
+            )
+            await publish_event(self.ctx.broker, DEADLETTER, r["ticket_id"] or None, event)
+            metrics.DEADLETTERED.labels(SERVICE, event.reason).inc()
+            await store.mark_deadlettered(
+                self.ctx.pool, r["escalation_id"], r["level"], r["channel"]
+            )
+            n += 1
+        return n
+
+
+async def stats_loop(ctx: Context, names: list[str], every: float = 5.0) -> None:
+    while True:
+        try:
+            queued, unacked, oldest = await store.stats(ctx.pool)
+            for n in names:
+                metrics.NOTIFIER_QUEUE_DEPTH.labels(n).set(queued.get(n, 0))
+            metrics.NOTIFIER_UNACKED.set(unacked)
+            metrics.NOTIFIER_UNACKED_OLDEST.set(oldest)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.debug("stats not available", error=repr(exc))
+        await asyncio.sleep(every)
