@@ -96,6 +96,8 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
         )
 
     headers_doc = sorted({h for a in ADAPTERS.values() for h in a.signature_headers})
+    body_schema = GenericWebhookV1.model_json_schema(ref_template="#/components/schemas/{model}")
+    body_defs = body_schema.pop("$defs", {})
 
     @app.post(
         "/v1/webhooks/{source}",
@@ -110,7 +112,7 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": GenericWebhookV1.model_json_schema()}},
+                "content": {"application/json": {"schema": body_schema}},
             },
             "parameters": [
                 {"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
@@ -282,6 +284,15 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
             "accepted" if any_new else "duplicate",
         )
 
+    plain_openapi = app.openapi
+
+    def openapi_with_body_models() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = plain_openapi()
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(body_defs)
+        return app.openapi_schema or plain_openapi()
+
+    app.openapi = openapi_with_body_models  # type: ignore[method-assign]
     return app
 
 
