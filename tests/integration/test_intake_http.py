@@ -295,3 +295,23 @@ async def test_metrics_carry_bounded_labels_only(intake):
     assert PHONE not in m
     assert 'intake_webhooks_total{outcome="unknown_source",source="unknown"}' in m
     assert "intake_request_seconds_bucket" in m
+
+
+async def test_no_personal_data_in_logs(intake, capfd):
+    body = generic_body(
+        customer={"id": uid("c"), "name": "李四", "phone": PHONE, "vip_level": 1},
+        shop_id="shop-1",
+    )
+    raw, headers = signed(body)
+    async with httpx.AsyncClient(base_url=intake) as c:
+        assert (
+            await c.post("/v1/webhooks/generic", content=raw, headers=headers)
+        ).status_code == 202
+        bad = signed(generic_body(customer={"id": "c", "name": "李四", "phone": "x" * 100}))
+        assert (
+            await c.post("/v1/webhooks/generic", content=bad[0], headers=bad[1])
+        ).status_code == 422
+    out, err = capfd.readouterr()
+    assert "webhook accepted" in out + err
+    for private in ("李四", PHONE):
+        assert private not in out + err
