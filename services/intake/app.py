@@ -15,6 +15,7 @@ from services.intake.adapters import ADAPTERS, Ignored, InvalidPayload, SourceAd
 from services.intake.adapters.base import FieldError
 from services.intake.adapters.generic import GenericWebhookV1
 from services.intake.backpressure import Limits, LoadGuard
+from services.intake.batcher import GroupCommitter
 from services.intake.domain import PRODUCER, normalise, unstorable_fields
 from services.intake.problems import PROBLEM_RESPONSES, problem
 from services.intake.settings import IntakeSettings
@@ -58,6 +59,14 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
 
     runtime.on_ready(_start_guard)
     runtime.on_stop(guard.stop)
+    committer: GroupCommitter | None = None
+    if settings.group_commit_wait_seconds > 0:
+        committer = GroupCommitter(
+            lambda: runtime.pool,
+            max_batch=settings.group_commit_max_batch,
+            max_wait=settings.group_commit_wait_seconds,
+        )
+        runtime.on_stop(committer.close)
     fallbacks = settings.dev_fallbacks()
     if fallbacks:
         log.warning(
@@ -242,19 +251,12 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
                 "overloaded",
             )
         received_at = utcnow()
-        results = []
+        events = [normalise(source, inbound, received_at) for inbound in inbounds]
         try:
-            for inbound in inbounds:
-                event = normalise(source, inbound, received_at)
-                with correlation(event.correlation_id):
-                    new = await accept(pool, event)
-                    log.info(
-                        "webhook accepted" if new else "duplicate webhook",
-                        source=source,
-                        kind=event.kind.value,
-                        ticket_id=event.ticket_id,
-                    )
-                results.append((event, new))
+            if committer is not None:
+                news = await committer.submit(events)
+            else:
+                news = [await accept(pool, event) for event in events]
         except asyncpg.DataError as exc:  # a value the database refuses: still the client's
             log.warning("database refused a value", source=source, error=type(exc).__name__)
             return _tag(
@@ -263,6 +265,15 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
         except DB_ERRORS as exc:
             log.warning("database unavailable; refusing webhook", error=type(exc).__name__)
             return _tag(_unavailable("the event was not stored; retry later"), "unavailable")
+        results = list(zip(events, news, strict=True))
+        for event, new in results:
+            with correlation(event.correlation_id):
+                log.info(
+                    "webhook accepted" if new else "duplicate webhook",
+                    source=source,
+                    kind=event.kind.value,
+                    ticket_id=event.ticket_id,
+                )
         any_new = any(new for _, new in results)
         body_out: dict[str, Any] = {
             "status": "accepted" if any_new else "duplicate",

@@ -62,6 +62,11 @@ class IntakeSettings(ServiceSettings):
     )
     load_probe_interval_seconds: float = Field(0.5, gt=0, le=10)
     retry_after_seconds: int = Field(2, ge=1, le=3600)
+    # Group commit: concurrent webhooks share one transaction (0 s = one per webhook).
+    group_commit_wait_seconds: float = Field(
+        0.002, ge=0, le=0.1, description="How long the first webhook of a batch waits for others."
+    )
+    group_commit_max_batch: int = Field(256, ge=1, le=10_000)
 
     @model_validator(mode="before")
     @classmethod
