@@ -41,6 +41,9 @@ test-unit: $(STAMP) ## Unit tests only (no broker, no database)
 test-slow: $(STAMP) ## Slow soak tests only
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
+bench-notifier: $(STAMP) ## Benchmark: escalation event to delivered notification, p50/p99 vs the bare Kafka hop
+	$(BIN)/python bench/notifier/bench.py
+
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared services
@@ -55,4 +58,4 @@ asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in sh
 clean: ## Remove the virtual environment and local stack data
 	rm -rf $(VENV) .local
 
-.PHONY: help venv lock run migrate test test-unit test-slow lint fmt asyncapi clean
+.PHONY: help venv lock run migrate test test-unit test-slow lint fmt asyncapi clean bench-notifier

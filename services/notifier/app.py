@@ -12,9 +12,10 @@ import asyncio
 import hmac
 import html
 from typing import Annotated
+from urllib.parse import parse_qs
 
 import httpx
-from fastapi import FastAPI, Header, HTTPException, Query
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from faststream.kafka import KafkaMessage
 from pydantic import BaseModel, Field
@@ -111,7 +112,9 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
 
     # FastStream's decorator is untyped; the handler's own signature is checked.
     @broker.subscriber(  # type: ignore[untyped-decorator]
-        ESCALATIONS.name, **subscriber_options(settings.group_id, runtime.tracker())
+        ESCALATIONS.name,
+        **subscriber_options(settings.group_id, runtime.tracker()),
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     async def on_escalation(message: KafkaMessage) -> None:
         await consume(broker, PRODUCER, ESCALATIONS, message, EscalationEvent, handle)
@@ -170,10 +173,17 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
     @app.post("/v1/ack/{escalation_id}", response_class=HTMLResponse, tags=["ack"])
     async def ack_link(
         escalation_id: str,
+        request: Request,
         sig: Annotated[str | None, Query()] = None,
         by: Annotated[str | None, Query(max_length=200)] = None,
     ) -> str:
+        """Acknowledge through the signed link (the page's form, or a POST with ``?by=``)."""
         check_link(escalation_id, sig)
+        if by is None and request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            form = parse_qs((await request.body())[:2000].decode(errors="replace"))
+            by = (form.get("by") or [""])[0][:200] or None
         await do_ack(escalation_id, by, "link")
         return "<!doctype html><meta charset=utf-8><p>已确认 / Acknowledged.</p>"
 

@@ -28,6 +28,9 @@ class NotifierSettings(ServiceSettings):
     routes_file: Path | None = Field(
         None, description="YAML file of channels and escalation routes (docs/notifier.md)."
     )
+    fetch_max_wait_ms: int = Field(
+        50, ge=1, le=500, description="Escalation consumer's fetch wait (latency vs polls)."
+    )
     max_attempts: int = Field(5, ge=1, le=20)
     attempt_timeout_seconds: float = Field(5.0, gt=0)
     backoff_base_seconds: float = Field(0.5, gt=0)

@@ -327,11 +327,18 @@ async def escalation_status(pool: asyncpg.Pool, escalation_id: str) -> dict[str,
 
 
 async def resolve_ticket(pool: asyncpg.Pool, ticket_id: str) -> int:
-    res = await pool.execute(
-        "UPDATE notifier_escalations SET resolved_at = now(), next_level_at = NULL"
-        " WHERE ticket_id = $1 AND resolved_at IS NULL",
-        ticket_id,
-    )
+    """The ticket was resolved: its escalations stop, queued re-sends are cancelled."""
+    async with pool.acquire() as conn, conn.transaction():
+        res = await conn.execute(
+            "UPDATE notifier_escalations SET resolved_at = now(), next_level_at = NULL"
+            " WHERE ticket_id = $1 AND resolved_at IS NULL",
+            ticket_id,
+        )
+        await conn.execute(
+            "UPDATE notifier_deliveries SET status = 'cancelled', last_error = 'resolved'"
+            " WHERE ticket_id = $1 AND status = 'pending' AND level > 1 AND kind = 'single'",
+            ticket_id,
+        )
     return int(res.split()[-1])
 
 

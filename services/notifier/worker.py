@@ -72,6 +72,10 @@ class ChannelWorker:
                 log.warning("delivery worker: database unavailable", error=repr(exc))
                 busy = False
                 await asyncio.sleep(1.0)
+            except Exception:  # a bug must not stop every later delivery of the channel
+                log.exception("delivery worker round failed", channel=self.ch.name)
+                busy = False
+                await asyncio.sleep(1.0)
             if busy:
                 continue
             now = time.monotonic()
@@ -156,7 +160,21 @@ class ChannelWorker:
                 None,
             )
             return
-        notice = self.render(row)
+        try:
+            notice = self.render(row)
+        except ValueError as exc:  # a stored payload that no longer validates
+            await store.record_attempt(
+                self.ctx.pool,
+                row,
+                row.attempts + 1,
+                "failed",
+                "failed",
+                None,
+                f"cannot render: {exc.__class__.__name__}",
+                0.0,
+                None,
+            )
+            return
         if row.first_attempt and row.kind == "single" and row.level == 1 and notice.esc:
             metrics.NOTIFIER_FIRST_ATTEMPT_SECONDS.labels(self.ch.kind).observe(
                 max(0.0, time.time() - notice.esc.occurred_at.timestamp())
@@ -218,6 +236,8 @@ class Escalator:
                 await self.deadletter()
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("escalator: database unavailable", error=repr(exc))
+            except Exception:  # broker down for the dead-letter publish, or a bug: go on
+                log.exception("escalator round failed")
             await _wait(self.wake, self.ctx.settings.escalate_interval_seconds)
 
     async def escalate(self) -> int:

@@ -233,7 +233,7 @@ async def test_unacknowledged_escalations_go_to_the_next_level_until_acknowledge
         assert page.status_code == 200 and "<form" in page.text  # a preview does not ack
         forged = await client.post(link.group(1).replace("sig=", "sig=0") + "&by=x")
         assert forged.status_code == 403
-        ok = await client.post(link.group(1) + "&by=l2-wang")
+        ok = await client.post(link.group(1), data={"by": "l2-wang"})  # the page's form
         assert ok.status_code == 200
         noauth = await client.get(f"{stack.url}/v1/escalations/{acked.escalation_id}")
         assert noauth.status_code == 401
