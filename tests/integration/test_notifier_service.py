@@ -23,6 +23,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
 
+from services.notifier import store
 from services.notifier.app import build
 from services.notifier.settings import NotifierSettings
 from shared.events import MessageEvent, MessageKind, dump
@@ -46,6 +47,7 @@ class Stack:
     producer: AIOKafkaProducer
     pool: asyncpg.Pool
     bootstrap: str
+    leftover: Any
 
     async def publish(self, *events: Any) -> None:
         futs = [
@@ -138,12 +140,18 @@ async def stack(
             ticket_base_url="https://desk.example/t/",
             api_token=API_TOKEN,
         )
+        # A delivery left queued by an earlier process (crash or restart): the new process
+        # sends it from the table, with no Kafka message to prompt it.
+        leftover = sample(shop_id="s-basic")
+        await store.record_escalation(pool, leftover, "basic", ["ding"], None)
         producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap, linger_ms=5)
         await producer.start()
         try:
             async with serving(build(settings), port) as url:
                 await wait_ready(url)
-                yield Stack(url, rx, flaky, broken, burst, mail, producer, pool, infra.bootstrap)
+                yield Stack(
+                    url, rx, flaky, broken, burst, mail, producer, pool, infra.bootstrap, leftover
+                )
         finally:
             await producer.stop()
             smtp.stop()
@@ -164,6 +172,18 @@ async def test_escalation_is_delivered_once_though_redelivered(stack: Stack) -> 
         "SELECT status, attempts FROM notifier_deliveries WHERE escalation_id = $1", e.escalation_id
     )
     assert [(r["status"], r["attempts"]) for r in rows] == [("delivered", 1)]
+
+
+async def test_a_delivery_queued_before_a_restart_is_sent_from_the_table(stack: Stack) -> None:
+    deadline = time.monotonic() + 15
+    while not any(stack.leftover.ticket_id in str(g.body) for g in stack.rx.got):
+        assert time.monotonic() < deadline, "the queued delivery was never sent"
+        await asyncio.sleep(0.05)
+    status = await stack.pool.fetchval(
+        "SELECT status FROM notifier_deliveries WHERE escalation_id = $1",
+        stack.leftover.escalation_id,
+    )
+    assert status == "delivered"
 
 
 async def test_server_errors_are_retried_with_every_attempt_recorded(stack: Stack) -> None:
