@@ -319,6 +319,13 @@ class Mailbox:
         return "250 Message accepted for delivery"
 
 
+class RefusingMailbox(Mailbox):
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        return "550 5.1.1 no such user"
+
+
 def sample(**kw: Any) -> EscalationEvent:
     base: dict[str, Any] = {
         "correlation_id": "msg-1",
@@ -472,6 +479,14 @@ async def test_email_over_smtp_to_a_real_local_server() -> None:
         assert "13800138000" not in text  # masked again even if upstream leaked it
     finally:
         controller.stop()
+    # a recipient the server refuses for good (5xx) is a permanent failure
+    refusing = Controller(RefusingMailbox(), hostname="127.0.0.1", port=port)
+    refusing.start()
+    try:
+        r_bad = await ch.send(httpx.AsyncClient(), rendered(sample()), time.time())
+    finally:
+        refusing.stop()
+    assert r_bad.outcome is Outcome.failed and "550" in r_bad.detail
     # the server is gone: a transport fault is retried, not dropped
     r2 = await ch.send(httpx.AsyncClient(), rendered(sample()), time.time())
     assert r2.outcome is Outcome.retry

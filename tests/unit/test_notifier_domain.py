@@ -356,3 +356,30 @@ def test_dingtalk_signed_url_parts() -> None:
     q = parse_qs(urlsplit(url).query)
     assert q["timestamp"] == ["1700000000123"] and q["access_token"] == ["a"]
     assert q["sign"] == [dingtalk_sign("sec", "1700000000123")]
+
+
+# -- start-up -------------------------------------------------------------------------------
+
+
+def test_the_service_refuses_a_bad_routes_file_at_start_up(tmp_path: Path) -> None:
+    from services.notifier.app import build
+    from services.notifier.settings import NotifierSettings
+
+    f = tmp_path / "routes.yaml"
+    f.write_text(GOOD.replace("[mail]}", "[nope]}").replace("${TOKEN}", "tok"))
+    with pytest.raises(RoutesError, match="unknown channel 'nope'"):
+        build(NotifierSettings(routes_file=f, local_stack=True))
+
+
+def test_secrets_are_required_outside_the_local_stack(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from services.notifier.settings import NotifierSettings
+
+    with pytest.raises(ValidationError, match="NOTIFIER_ACK_SECRET"):
+        NotifierSettings(routes_file=tmp_path / "r.yaml", local_stack=False)
+    with pytest.raises(ValidationError, match="NOTIFIER_GENERIC_WEBHOOK_SECRET"):
+        NotifierSettings(generic_webhook_url="http://x/hook", local_stack=False)
+    s = NotifierSettings(local_stack=False)
+    assert s.ack_key() is None  # no links without a secret
+    assert NotifierSettings(local_stack=True).ack_key() is not None
