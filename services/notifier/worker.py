@@ -54,6 +54,9 @@ class ChannelWorker:
         self.limiter = SlidingWindow(channel.rate, ctx.settings.rate_window_seconds)
         self.wake = asyncio.Event()
         self.deadletter_wake: asyncio.Event | None = None
+        # After a vendor's "too fast" (the robot is shared, or its limit is lower than
+        # configured): digest any backlog for two windows instead of trying singles again.
+        self.throttled_until = 0.0
         self._sem = asyncio.Semaphore(SEND_CONCURRENCY)
 
     @property
@@ -103,17 +106,19 @@ class ChannelWorker:
         due = await store.due_count(pool, self.ch.name, "single")
         if due == 0:
             return sent
-        if due <= free:
+        cautious = time.monotonic() < self.throttled_until
+        if due <= free and not (cautious and due > 1):
             rows = await store.lease(
                 pool, self.ch.name, "single", min(due, LEASE_BATCH), s.lease_seconds
             )
             await asyncio.gather(*(self._bounded(r) for r in rows))
             return bool(rows) or sent
-        # A surge: more due than the channel may take now. Fold them into one digest.
+        # A surge: more due than the channel may take now (or it said "too fast" lately).
+        # Fold them into one digest.
         rows = await store.lease(pool, self.ch.name, "single", s.digest_max_items, s.lease_seconds)
         if not rows:
             return sent
-        if len(rows) <= free:
+        if len(rows) <= free and not (cautious and len(rows) > 1):
             await asyncio.gather(*(self._bounded(r) for r in rows))
             return True
         summary = summarise([r.event() for r in rows])
@@ -185,7 +190,10 @@ class ChannelWorker:
         elapsed = time.perf_counter() - started
         self.limiter.done(stamp, time.monotonic())
         if result.rate_limited:
-            self.limiter.block(time.monotonic() + (result.retry_after or s.rate_window_seconds))
+            now = time.monotonic()
+            self.limiter.block(now + (result.retry_after or s.rate_window_seconds))
+            self.throttled_until = now + 2 * s.rate_window_seconds
+            log.warning("channel answered too fast: pausing", channel=self.ch.name)
         attempt = row.attempts + 1
         d = decide(result, attempt, s.max_attempts, s.backoff_base_seconds, s.backoff_max_seconds)
         retry_in = d.retry_in

@@ -43,6 +43,7 @@ class Stack:
     flaky: VendorReceiver  # slack answering 503 twice
     broken: VendorReceiver  # feishu answering 404
     burst: VendorReceiver  # dingtalk, rate-limited like the real robot
+    strict: VendorReceiver  # wecom taking 3 per window where 50 are configured
     mail: Mailbox
     producer: AIOKafkaProducer
     pool: asyncpg.Pool
@@ -72,7 +73,13 @@ class Stack:
 
 
 def routes_yaml(
-    rx: str, flaky: str, broken: str, burst: str, smtp_port: int, r: VendorReceiver
+    rx: str,
+    flaky: str,
+    broken: str,
+    burst: str,
+    strict: str,
+    smtp_port: int,
+    r: VendorReceiver,
 ) -> str:
     ding = f"robot/send?access_token={r.ding_token}"
     return f"""
@@ -82,6 +89,8 @@ channels:
   flaky_slack: {{type: slack, url: "{flaky}/services/T000/B000/XXXX"}}
   broken_feishu:
     {{type: feishu, url: "{broken}/open-apis/bot/v2/hook/{r.feishu_hook}", secret: x}}
+  shared_wecom:
+    {{type: wecom, url: "{strict}/cgi-bin/webhook/send?key={r.wecom_key}", rate_per_window: 50}}
   burst_ding: {{type: dingtalk, url: "{burst}/{ding}", secret: "${{T_DING_SECRET}}"}}
   duty_mail:
     type: email
@@ -94,6 +103,7 @@ routes:
   - {{name: flaky, match: {{shop: [s-flaky]}}, levels: [{{channels: [flaky_slack]}}]}}
   - {{name: broken, match: {{shop: [s-broken]}}, levels: [{{channels: [broken_feishu]}}]}}
   - {{name: burst, match: {{shop: [s-burst]}}, levels: [{{channels: [burst_ding]}}]}}
+  - {{name: shared, match: {{shop: [s-shared]}}, levels: [{{channels: [shared_wecom]}}]}}
   - name: levels
     match: {{shop: [s-levels], priority: [urgent]}}
     levels:
@@ -109,6 +119,7 @@ async def stack(
     rx, flaky = VendorReceiver(), VendorReceiver(fail_first=2)
     broken = VendorReceiver(always_status={"feishu": 404})
     burst = VendorReceiver(rate=20, window=WINDOW)
+    strict = VendorReceiver(rate=3, window=WINDOW)  # takes fewer than configured
     mail = Mailbox()
     smtp_port = free_port()
     smtp = Controller(mail, hostname="127.0.0.1", port=smtp_port)
@@ -119,9 +130,10 @@ async def stack(
         serving(flaky.app()) as flaky_url,
         serving(broken.app()) as broken_url,
         serving(burst.app()) as burst_url,
+        serving(strict.app()) as strict_url,
     ):
         routes: Path = tmp_path_factory.mktemp("notifier") / "routes.yaml"
-        text = routes_yaml(rx_url, flaky_url, broken_url, burst_url, smtp_port, rx)
+        text = routes_yaml(rx_url, flaky_url, broken_url, burst_url, strict_url, smtp_port, rx)
         await asyncio.to_thread(routes.write_text, text)
         os.environ["T_DING_SECRET"] = rx.ding_secret
         settings = NotifierSettings(
@@ -150,7 +162,17 @@ async def stack(
             async with serving(build(settings), port) as url:
                 await wait_ready(url)
                 yield Stack(
-                    url, rx, flaky, broken, burst, mail, producer, pool, infra.bootstrap, leftover
+                    url,
+                    rx,
+                    flaky,
+                    broken,
+                    burst,
+                    strict,
+                    mail,
+                    producer,
+                    pool,
+                    infra.bootstrap,
+                    leftover,
                 )
         finally:
             await producer.stop()
@@ -350,3 +372,31 @@ async def test_a_burst_into_a_rate_limited_robot_is_digested_not_dropped(stack: 
     async with httpx.AsyncClient() as client:
         m = (await client.get(stack.url + "/metrics")).text
     assert "notifier_digested_total" in m and "notifier_unacknowledged_escalations" in m
+
+
+async def test_a_robot_that_says_too_fast_gets_digests_not_a_retry_loop(stack: Stack) -> None:
+    """The robot takes 3 per window though 50 are configured (say, another system posts to
+    it too): after its first "too fast" the worker pauses and digests the backlog."""
+    escs = [sample(shop_id="s-shared", ticket_id=uid("tkt")) for _ in range(40)]
+    await stack.publish(*escs)
+
+    def represented() -> int:
+        n = 0
+        for g in stack.strict.got:
+            m = re.search(r"合计 (\d+) 条", g.body["markdown"]["content"])
+            n += int(m.group(1)) if m else 1
+        return n
+
+    deadline = time.monotonic() + 30
+    while represented() < 40:
+        assert time.monotonic() < deadline, f"only {represented()} represented"
+        await asyncio.sleep(0.1)
+    assert represented() == 40
+    print(f"too fast: {stack.strict.throttled} throttled, {len(stack.strict.got)} messages")
+    assert stack.strict.throttled <= 10  # one round of parallel sends, then no loop
+    failed = await stack.pool.fetchval(
+        "SELECT count(*) FROM notifier_deliveries WHERE escalation_id = ANY($1::text[])"
+        " AND status NOT IN ('delivered', 'digested')",
+        [e.escalation_id for e in escs],
+    )
+    assert failed == 0
