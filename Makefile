@@ -44,6 +44,9 @@ test-slow: $(STAMP) ## Slow soak tests only
 bench-notifier: $(STAMP) ## Benchmark: escalation event to delivered notification, p50/p99 vs the bare Kafka hop
 	$(BIN)/python bench/notifier/bench.py
 
+bench-intake: $(STAMP) ## Benchmark: open-loop signed webhooks into intake vs a bare 202 endpoint and raw aiokafka (BENCH_RATE, BENCH_SECONDS, BENCH_WORKERS)
+	$(BIN)/python bench/intake/bench.py
+
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared services
@@ -58,4 +61,4 @@ asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in sh
 clean: ## Remove the virtual environment and local stack data
 	rm -rf $(VENV) .local
 
-.PHONY: help venv lock run migrate test test-unit test-slow lint fmt asyncapi clean bench-notifier
+.PHONY: help venv lock run migrate test test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake

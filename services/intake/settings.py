@@ -34,6 +34,7 @@ class IntakeSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INTAKE_", extra="ignore", frozen=True)
 
     http_port: int = 8080
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes (see __main__).")
     sources: str = Field(
         "", description="Comma-separated enabled sources; empty means every registered one."
     )
