@@ -50,7 +50,8 @@ class NotifierSettings(ServiceSettings):
     digest_max_items: int = Field(5000, ge=2, description="Most escalations in one digest.")
     # Messages: links and language.
     ticket_base_url: str = Field(
-        "http://127.0.0.1:8083/tickets/", description="Ticket link = this + ticket id."
+        "http://127.0.0.1:8081/v1/tickets/",
+        description="Ticket link = this + ticket id (default: the router's ticket query API).",
     )
     public_base_url: str = Field(
         "http://127.0.0.1:8083", description="Where people reach this service (ack links)."
