@@ -11,9 +11,22 @@ class SlaWatchSettings(ServiceSettings):
 
     http_port: int = 8082
     group_id: str = "sla_watch"
-    first_response_seconds: float = Field(30.0, gt=0, description="First-response limit.")
-    resolution_seconds: float = Field(86_400.0, gt=0, description="Complaint resolution limit.")
-    warning_fraction: float = Field(0.8, gt=0, lt=1, description="Warn at this share of the limit.")
+    policy_file: str | None = Field(
+        None, description="SLA policy file (YAML, or TOML by extension); default: the contract."
+    )
+    first_response_seconds: float | None = Field(
+        None, gt=0, description="Overrides the first_response limit of every policy."
+    )
+    resolution_seconds: float | None = Field(
+        None, gt=0, description="Overrides the resolution limit of every policy."
+    )
+    warning_fraction: float | None = Field(
+        None, gt=0, lt=1, description="Overrides the warning share of every clock that warns."
+    )
+    window_seconds: float = Field(
+        120.0, gt=0, description="Hold in memory only the timers due within this window."
+    )
     sweep_interval_seconds: float = Field(
         1.0, gt=0, description="Safety-net scan for due clocks no in-memory timer holds."
     )
+    fire_batch: int = Field(1000, gt=0, description="Most clocks fired in one transaction.")

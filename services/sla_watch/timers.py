@@ -1,52 +1,80 @@
-"""In-memory deadline scheduler: a heap of (when, timer) and one task that sleeps until
-the earliest entry. Entries are hints, never truth: firing runs a conditional UPDATE in
-PostgreSQL, so a stale or duplicate entry emits nothing."""
+"""In-memory deadline scheduler: a compact heap of (unix time, signed clock id) for the
+clocks due within a rolling window, and one task that sleeps until the earliest entry.
+
+An entry is two numbers (a breach is ``+id``, a warning ``-id``), never a row. Entries are
+hints, never truth: firing runs a conditional UPDATE in PostgreSQL, so a stale or
+duplicate entry emits nothing. Entries due together are fired as one batch (one
+transaction), which keeps lateness flat when thousands of clocks fall due at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import time
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Sequence
 
-from services.sla_watch.store import Timer
+from services.sla_watch.store import Kind
 
-Fire = Callable[[str, Timer], Awaitable[None]]
+Fire = Callable[[Kind, Sequence[int]], Awaitable[None]]
 
 
 class Scheduler:
-    def __init__(self, fire: Fire) -> None:
-        self._heap: list[tuple[float, int, str, Timer]] = []
-        self._seq = itertools.count()
+    def __init__(self, fire: Fire, *, batch: int = 1000) -> None:
+        self._heap: list[tuple[float, int]] = []
         self._wake = asyncio.Event()
         self._fire = fire
+        self._batch = batch
+        # Entries later than the horizon are not held: the window loader pages them in
+        # from the database as the horizon advances.
+        self.horizon = float("-inf")
 
     def __len__(self) -> int:
         return len(self._heap)
 
-    def push(self, when: datetime, kind: str, timer: Timer) -> None:
-        ts = when.timestamp()
+    def push(self, at: float, kind: Kind, clock_id: int) -> bool:
+        """Hold a timer if it falls within the window; True if held."""
+        if at > self.horizon:
+            return False
+        entry = (at, clock_id if kind is Kind.breach else -clock_id)
         earliest = self._heap[0][0] if self._heap else None
-        heapq.heappush(self._heap, (ts, next(self._seq), kind, timer))
-        if earliest is None or ts < earliest:
+        heapq.heappush(self._heap, entry)
+        if earliest is None or at < earliest:
             self._wake.set()
+        return True
+
+    def earliest(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def _pop_due(self, now: float) -> tuple[list[int], list[int]]:
+        breaches: list[int] = []
+        warnings: list[int] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now and len(breaches) + len(warnings) < self._batch:
+            _, signed = heapq.heappop(heap)
+            if signed > 0:
+                breaches.append(signed)
+            else:
+                warnings.append(-signed)
+        return breaches, warnings
 
     async def run(self) -> None:
         while True:
             if not self._heap:
-                await self._wake.wait()
                 self._wake.clear()
+                await self._wake.wait()
                 continue
             delay = self._heap[0][0] - time.time()
             if delay > 0:
+                self._wake.clear()
                 try:
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
-                self._wake.clear()
                 continue
-            _, _, kind, timer = heapq.heappop(self._heap)
-            await self._fire(kind, timer)
+            breaches, warnings = self._pop_due(time.time())
+            if breaches:
+                await self._fire(Kind.breach, sorted(set(breaches)))
+            if warnings:
+                await self._fire(Kind.warning, sorted(set(warnings)))
