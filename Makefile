@@ -27,13 +27,22 @@ lock: ## Re-resolve requirements.lock from pyproject.toml
 run: $(STAMP) ## Run the whole stack locally (embedded PostgreSQL + Tansu broker + four services); Ctrl-C stops it
 	$(BIN)/python -m shared.localstack run
 
+run-observed: $(STAMP) ## `make run` plus Debian's Prometheus scraping the services with the alert rules (installed if missing and root)
+	$(BIN)/python deploy/run_observed.py
+
 migrate: $(STAMP) ## Apply SQL migrations to DATABASE_URL
 	$(BIN)/python -m shared.db migrate
 
-test: $(STAMP) ## Run lint, type checks and every test tier (unit, integration, e2e) except `slow`
+test: $(STAMP) ensure-promtool ## Run lint, type checks and every test tier (unit, integration, e2e) except `slow`
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared services
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-ops: $(STAMP) ensure-promtool ## Prometheus rules (promtool check/test), dashboard metric names, compose structure
+	$(BIN)/pytest tests/ops $(PYTEST_ARGS)
+
+ensure-promtool: ## Install Debian's prometheus package for promtool when missing and root; else say the rule tests skip
+	@deploy/ensure-promtool.sh
 
 test-unit: $(STAMP) ## Unit tests only (no broker, no database)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -61,4 +70,4 @@ asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in sh
 clean: ## Remove the virtual environment and local stack data
 	rm -rf $(VENV) .local
 
-.PHONY: help venv lock run migrate test test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake
+.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake

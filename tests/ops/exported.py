@@ -1,0 +1,76 @@
+"""What the services really export, read from shared.metrics.REGISTRY at test time, so a
+metric added there counts at once; plus the few the ops artefacts rely on that other
+engineers register later (PENDING), each with why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared import metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+RULES = DEPLOY / "prometheus" / "rules.yml"
+RULE_TESTS = DEPLOY / "prometheus" / "tests" / "rules_test.yml"
+DASHBOARD = DEPLOY / "grafana" / "ticketflow.json"
+
+# Labels Prometheus adds to every scraped series (job per service: deploy/prometheus/*.yml).
+TARGET_LABELS = frozenset({"job", "instance"})
+# Series Prometheus itself makes for every target.
+PROMETHEUS_SERIES: dict[str, frozenset[str]] = {"up": frozenset()}
+# Named by issue 7 and the router's brief, registered by the router engineer: the router's
+# queue of tickets waiting for an agent, per tier. Once shared/metrics.py registers a name,
+# the registry's own labels are used instead of these.
+PENDING: dict[str, frozenset[str]] = {
+    "router_queue_depth": frozenset({"tier"}),  # tickets waiting for an agent, per tier
+    "router_queue_oldest_age_seconds": frozenset({"tier"}),  # age of the oldest of them
+}
+
+
+def exported() -> dict[str, frozenset[str]]:
+    """Every sample name the registry can expose (counters' ``_total``/``_created``,
+    histograms' ``_bucket``/``_sum``/``_count``/``_created``) with its label names
+    (``le`` on ``_bucket``)."""
+    out: dict[str, frozenset[str]] = {}
+    out.update({k: v for k, v in PENDING.items()})
+    # prometheus_client keeps the sample names per collector in _names_to_collectors
+    # (what it uses to refuse duplicates), and each metric's label names in _labelnames.
+    for name, collector in metrics.REGISTRY._names_to_collectors.items():
+        labels = frozenset(getattr(collector, "_labelnames", ()))
+        if name.endswith("_bucket"):
+            labels = labels | {"le"}
+        out[name] = labels
+    out.update(PROMETHEUS_SERIES)
+    return out
+
+
+def recorded_names() -> set[str]:
+    doc = yaml.safe_load(RULES.read_text())
+    return {r["record"] for g in doc["groups"] for r in g["rules"] if "record" in r}
+
+
+def rule_exprs() -> list[tuple[str, str]]:
+    doc = yaml.safe_load(RULES.read_text())
+    return [(r.get("record") or r["alert"], r["expr"]) for g in doc["groups"] for r in g["rules"]]
+
+
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for p in panels:
+            for t in p.get("targets", []):
+                out.append((f"{p['title']} / {t['refId']}", t["expr"]))
+            walk(p.get("panels", []))
+
+    walk(dashboard()["panels"])
+    return out
