@@ -63,14 +63,18 @@ def dashboard() -> dict[str, Any]:
     return data
 
 
-def dashboard_exprs() -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+def dashboard_targets() -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
 
     def walk(panels: list[dict[str, Any]]) -> None:
         for p in panels:
             for t in p.get("targets", []):
-                out.append((f"{p['title']} / {t['refId']}", t["expr"]))
+                out.append((f"{p['title']} / {t['refId']}", t))
             walk(p.get("panels", []))
 
     walk(dashboard()["panels"])
     return out
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    return [(where, t["expr"]) for where, t in dashboard_targets()]

@@ -3,6 +3,8 @@ export, and every label it matches or groups by is one that metric carries."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -45,6 +47,18 @@ def test_dashboard_query_names_exported_metrics(where: str, expr: str) -> None:
 @pytest.mark.parametrize(("rule", "expr"), ex.rule_exprs(), ids=lambda v: str(v)[:60])
 def test_rule_names_exported_metrics(rule: str, expr: str) -> None:
     assert _problems(expr) == [], rule
+
+
+@pytest.mark.parametrize(("where", "target"), ex.dashboard_targets(), ids=lambda v: str(v)[:60])
+def test_dashboard_legends_name_labels_the_query_keeps(where: str, target: dict[str, str]) -> None:
+    """A legend {{label}} that the query aggregates away renders as an empty string."""
+    use = read(target["expr"])
+    legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
+    if re.search(r"\b(sum|max|min|avg|count|topk|bottomk|quantile)\b(?!_)", target["expr"]):
+        kept = use.grouping_labels  # an aggregation keeps only its `by` labels
+    else:
+        kept = set(ex.TARGET_LABELS).union(*(EXPORTED.get(n, set()) for n in use.metrics))
+    assert legend <= kept, where
 
 
 def test_rule_unit_tests_feed_real_series() -> None:
