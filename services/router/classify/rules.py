@@ -1,0 +1,290 @@
+"""The routing rules file: schema, validation with line numbers, and the compiled matcher.
+
+A team lead edits ``services/router/rules.yaml``. At start-up the file is parsed with
+``yaml.compose`` (which keeps each node's line), validated with pydantic, and checked for
+conflicts (a term in two categories, an alias pointing at itself...). Any problem stops the
+service with ``RulesError("<file>:<line>: <where>: <reason>")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.events import Category, Priority, Tier
+
+
+class RulesError(ValueError):
+    """A rules file that cannot be used; the message names the file, line and reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _clean_terms(v: list[str]) -> list[str]:
+    for i, term in enumerate(v):
+        if not term.strip():
+            raise ValueError(f"term {i + 1} is empty")
+        if term.strip("*") == "":
+            raise ValueError(f"term {i + 1} has nothing but '*'")
+    return v
+
+
+class CategoryRule(_Strict):
+    says: str = Field(min_length=3, description="why, in the words a team lead uses")
+    terms: list[str] = Field(default_factory=list, description="words that count 1")
+    strong: list[str] = Field(default_factory=list, description="words that count 2")
+    decisive: list[str] = Field(default_factory=list, description="words that count 3")
+    skills: list[str] = Field(default_factory=list, description="agent skills it needs")
+
+    _terms = field_validator("terms", "strong", "decisive")(_clean_terms)
+
+
+class SignalRule(_Strict):
+    says: str = Field(min_length=3)
+    terms: list[str] = Field(min_length=1)
+    priority: Priority | None = None
+    tier: Tier | None = None
+    category: Category | None = None
+    weight: float = Field(default=0.0, ge=0, le=10)
+    anger: float = Field(default=0.0, ge=0, le=5)
+    risk: bool = True
+    threat: bool = False
+    needs_person: bool = False
+    order_status: list[str] = Field(default_factory=list)
+
+    _terms = field_validator("terms")(_clean_terms)
+
+
+class ContextRules(_Strict):
+    order_number_excludes: list[Category] = Field(
+        default_factory=list, description="categories a message with an order number is not"
+    )
+    order_number_default: Category | None = Field(
+        default=None, description="the category of a message whose only clue is an order number"
+    )
+    vip_level_raises: int = Field(default=3, ge=1)
+    order_amount_raises: Decimal = Field(default=Decimal(1000), gt=0)
+    reopen_important: int = Field(default=1, ge=1)
+    reopen_second_line: int = Field(default=2, ge=1)
+    anger_important: float = Field(default=1.0, gt=0)
+    exclamations_per_anger: int = Field(default=3, ge=1)
+
+
+class TierRules(_Strict):
+    bot_categories: list[Category] = Field(default_factory=list)
+    second_line_categories: list[Category] = Field(default_factory=list)
+
+
+class RulesFile(_Strict):
+    version: Literal[1]
+    aliases: dict[str, str] = Field(default_factory=dict)
+    tie_order: list[Category]
+    categories: dict[Category, CategoryRule]
+    signals: dict[str, SignalRule] = Field(default_factory=dict)
+    priority_floor: dict[Category, Priority] = Field(default_factory=dict)
+    context: ContextRules = Field(default_factory=ContextRules)
+    tiers: TierRules = Field(default_factory=TierRules)
+
+    @field_validator("tie_order")
+    @classmethod
+    def _all_categories(cls, v: list[Category]) -> list[Category]:
+        missing = [c.value for c in Category if c not in v]
+        if missing or len(set(v)) != len(v):
+            raise ValueError(
+                "must list every category exactly once"
+                + (f" (missing: {', '.join(missing)})" if missing else " (a category repeats)")
+            )
+        return v
+
+
+# --------------------------------------------------------------------------- line mapping
+
+
+def _node_at(root: yaml.Node, loc: Sequence[int | str]) -> yaml.Node:
+    """The deepest YAML node along a pydantic error location."""
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next(
+                (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part),
+                None,
+            )
+            if nxt is None:
+                # An unknown key: point at the key itself.
+                key = next(
+                    (
+                        k
+                        for k, _ in node.value
+                        if isinstance(k, yaml.ScalarNode) and k.value == str(part)
+                    ),
+                    None,
+                )
+                return key if key is not None else node
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return node
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _where(loc: Sequence[int | str]) -> str:
+    return ".".join(str(p) for p in loc) or "(top)"
+
+
+def _fail(path: str, root: yaml.Node | None, loc: Sequence[int | str], reason: str) -> RulesError:
+    line = (_node_at(root, loc).start_mark.line + 1) if root is not None else 1
+    return RulesError(f"{path}:{line}: {_where(loc)}: {reason}")
+
+
+def parse_rules(text: str, path: str = "<rules>") -> RulesFile:
+    """Parse and validate a rules document; raise RulesError naming the line and reason."""
+    try:
+        root = yaml.compose(text)
+        data: Any = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise RulesError(f"{path}:{line}: not valid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:  # pragma: no cover - unmarked YAML errors are rare
+        raise RulesError(f"{path}:1: not valid YAML: {exc}") from None
+    if root is None or not isinstance(data, dict):
+        raise RulesError(f"{path}:1: the rules file must be a mapping (version, categories...)")
+    try:
+        rules = RulesFile.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        loc = [p for p in first["loc"] if isinstance(p, int | str)]
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise _fail(path, root, loc, f"{first['msg']}{more}") from None
+    for loc, reason in _conflicts(rules):
+        raise _fail(path, root, loc, reason)
+    return rules
+
+
+def _conflicts(rules: RulesFile) -> Iterator[tuple[list[int | str], str]]:
+    seen: dict[str, str] = {}
+    for cat, rule in rules.categories.items():
+        for field in ("terms", "strong", "decisive"):
+            for i, term in enumerate(getattr(rule, field)):
+                key = term.lower()
+                if key in seen and seen[key] != cat.value:
+                    yield (
+                        ["categories", cat.value, field, i],
+                        f"“{term}” is already a word of category {seen[key]}; "
+                        "a word may point to one category only",
+                    )
+                seen[key] = cat.value
+    for variant, canonical in rules.aliases.items():
+        if variant.lower() == canonical.lower():
+            yield ["aliases", variant], f"alias “{variant}” points at itself"
+    for name, sig in rules.signals.items():
+        if sig.threat and (sig.priority is not Priority.urgent or sig.tier is not Tier.L2):
+            yield (
+                ["signals", name, "threat"],
+                "a threat must say priority: urgent and tier: L2 (threats never go below L2)",
+            )
+    overlap = set(rules.tiers.bot_categories) & set(rules.tiers.second_line_categories)
+    if overlap:
+        yield (
+            ["tiers", "bot_categories"],
+            f"{', '.join(sorted(c.value for c in overlap))} cannot be both bot and second line",
+        )
+
+
+def load_rules(path: str | Path) -> RulesFile:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RulesError(f"{p}:0: cannot read the rules file: {exc.strerror}") from None
+    return parse_rules(text, str(p))
+
+
+# --------------------------------------------------------------------------- compiled form
+
+
+def _is_han(ch: str) -> bool:
+    return "\u3400" <= ch[0] <= "\u9fff"
+
+
+# A match target: (kind, name, weight); kind "c" = category, "s" = signal.
+Target = tuple[str, str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    kind: str
+    name: str
+    weight: float
+    term: str
+
+
+class Matcher:
+    """Finds rule terms in a token sequence: exact tokens, token sequences, English prefixes.
+
+    Each term is cut by the same tokenizer as the messages, so a term is matched as whole
+    words (退款 is not found inside 退款单号's neighbours by accident, and "return" is not
+    found inside "returning" unless the rule says "return*").
+    """
+
+    def __init__(self, entries: Sequence[tuple[tuple[str, ...], str, Target]]) -> None:
+        self._seq: dict[str, list[tuple[tuple[str, ...], str, Target]]] = {}
+        self._prefix: list[tuple[str, str, Target]] = []
+        # One-character Chinese category words (裂, 漏, 退...) also count as the head or tail
+        # of a two- or three-character word jieba leaves whole (裂开, 漏水, 退回去的).
+        self._morpheme: dict[str, list[tuple[str, Target]]] = {}
+        for words, term, target in entries:
+            if target[0] == "c" and len(term) == 1 and _is_han(term):
+                self._morpheme.setdefault(term, []).append((term, target))
+            if term.endswith("*") and len(words) == 1:
+                self._prefix.append((words[0], term, target))
+            elif words:
+                self._seq.setdefault(words[0], []).append((words[1:], term, target))
+        self._prefix_cache: dict[str, tuple[tuple[str, Target], ...]] = {}
+
+    def _prefixes(self, word: str) -> tuple[tuple[str, Target], ...]:
+        hit = self._prefix_cache.get(word)
+        if hit is None:
+            hit = tuple((t, tg) for p, t, tg in self._prefix if word.startswith(p))
+            if len(self._prefix_cache) > 100_000:
+                self._prefix_cache.clear()
+            self._prefix_cache[word] = hit
+        return hit
+
+    def scan(self, words: Sequence[str]) -> list[Hit]:
+        """All hits; a category word inside a longer matched phrase does not count alone
+        ("place an order" is pre-sale, its "order" alone is not an order question)."""
+        found: list[tuple[int, int, Hit]] = []
+        seq = self._seq
+        for i, w in enumerate(words):
+            cands = seq.get(w)
+            if cands is not None:
+                for rest, term, (kind, name, weight) in cands:
+                    if not rest or tuple(words[i + 1 : i + 1 + len(rest)]) == rest:
+                        found.append((i, 1 + len(rest), Hit(kind, name, weight, term)))
+            elif 2 <= len(w) <= 3 and _is_han(w[0]):
+                for ch in {w[0], w[-1]}:
+                    for term, (kind, name, weight) in self._morpheme.get(ch, ()):
+                        found.append((i, 1, Hit(kind, name, weight, term)))
+            if self._prefix and w.isascii() and w.isalpha():
+                for term, (kind, name, weight) in self._prefixes(w):
+                    found.append((i, 1, Hit(kind, name, weight, term)))
+        covered: set[int] = set()
+        for i, n, h in found:
+            if n > 1 and h.kind == "c":
+                covered.update(range(i, i + n))
+        if not covered:
+            return [h for _, _, h in found]
+        return [h for i, n, h in found if n > 1 or h.kind != "c" or i not in covered]

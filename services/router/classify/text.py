@@ -1,0 +1,120 @@
+"""Text normalisation and tokenisation for routing (Chinese with jieba, English by words).
+
+One jieba ``Tokenizer`` per process, initialised once with jieba's own dictionary, the
+domain user dictionary beside this file (``userdict.txt``) and every term of the loaded
+rules, so that a domain word such as 退款 or 12315 comes out as one token. jieba's start-up
+log is silenced. Order numbers (long digit runs, with or without a short letter prefix) and
+phone-like numbers are removed before tokenising and reported as a flag: they carry no
+meaning for routing and would only blow up the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jieba
+
+USER_DICT = Path(__file__).with_name("userdict.txt")
+
+_ORDER_NO = re.compile(r"(?<![a-z0-9])(?:[a-z]{1,3}[-#]?)?#?\d{6,}(?![0-9])")
+_HAN = re.compile(r"[\u3400-\u9fff]")
+_LATIN = re.compile(r"[a-z]")
+# Tokens of pure-ASCII text: words (with digits) or single non-space symbols.
+_ASCII_TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+_CACHE_MAX = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """The words of one message, after normalisation, and simple surface features."""
+
+    words: tuple[str, ...]
+    exclamations: int
+    has_order_number: bool
+    han_chars: int
+    latin_chars: int
+
+    @property
+    def language(self) -> str:
+        if self.han_chars and self.latin_chars >= 4:
+            return "mixed"
+        if self.han_chars:
+            return "zh"
+        if self.latin_chars:
+            return "en"
+        return "zh"
+
+
+class Tokenizer:
+    """jieba for Chinese (and mixed) text, a regex for pure ASCII text, with a bounded cache.
+
+    The cache is keyed by the normalised text (order numbers already removed), so the many
+    repeated openers and templated questions of a chat channel are cut once.
+    """
+
+    def __init__(self, extra_words: Iterable[str] = ()) -> None:
+        jieba.setLogLevel(logging.WARNING)
+        self._jieba = jieba.Tokenizer()
+        self._jieba.initialize()
+        if USER_DICT.exists():
+            self._jieba.load_userdict(str(USER_DICT))
+        for word in extra_words:
+            if _HAN.search(word) or not word.isascii():
+                self._jieba.add_word(word)
+        self._cache: dict[str, tuple[str, ...]] = {}
+        self._cache_max = _CACHE_MAX
+        self._lock = threading.Lock()
+
+    def set_cache_size(self, size: int) -> None:
+        """Bound the tokenisation cache (0 turns it off, e.g. to measure cold cutting)."""
+        with self._lock:
+            self._cache_max = size
+            self._cache.clear()
+
+    @staticmethod
+    def normalise(text: str) -> str:
+        """Full-width to half-width (NFKC), lower case, collapsed whitespace."""
+        return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+
+    def words(self, normalised: str) -> tuple[str, ...]:
+        """Tokens of an already normalised text, whitespace dropped."""
+        hit = self._cache.get(normalised)
+        if hit is not None:
+            return hit
+        if normalised.isascii():
+            out = tuple(_ASCII_TOKEN.findall(normalised))
+        else:
+            out = tuple(w for w in self._jieba.lcut(normalised, HMM=False) if not w.isspace())
+        if self._cache_max:
+            with self._lock:
+                if len(self._cache) >= self._cache_max:
+                    self._cache.clear()
+                self._cache[normalised] = out
+        return out
+
+    def prepare(self, text: str) -> tuple[str, bool]:
+        """Normalised text without order numbers, and whether it quoted one."""
+        stripped, n_orders = _ORDER_NO.subn(" ", self.normalise(text))
+        return stripped.strip(), n_orders > 0
+
+    def tokens(self, text: str) -> Tokens:
+        return self.tokens_of(*self.prepare(text))
+
+    def tokens_of(self, stripped: str, has_order_number: bool) -> Tokens:
+        return Tokens(
+            words=self.words(stripped),
+            exclamations=stripped.count("!"),
+            has_order_number=has_order_number,
+            han_chars=len(_HAN.findall(stripped)),
+            latin_chars=len(_LATIN.findall(stripped)),
+        )
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()

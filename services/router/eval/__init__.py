@@ -1,0 +1,1 @@
+"""Evaluation set and report for the router's classification (``make eval-router``)."""

@@ -1,0 +1,256 @@
+"""``make eval-router``: the router's decisions against the labelled evaluation set.
+
+Prints per-category precision / recall / F1 and macro-F1, confusion matrices for category,
+priority and tier, tier accuracy, and the count of urgent threat messages routed below L2
+(which must be 0). Exit status 1 when a floor target is missed.
+
+The set, in two parts written at different times (docs/routing-rules.md tells how each was
+used): ``zh_written.jsonl`` + ``en_bitext.jsonl`` (first set) and ``zh_holdout.jsonl`` +
+``en_bitext_holdout.jsonl`` (second set). Chinese rows are written by hand for every
+category and risk signal; English rows are sampled by ``sample_bitext.py`` from the Bitext
+customer-support set (CDLA-Sharing-1.0, see LICENSE-bitext-CDLA-Sharing-1.0.txt).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from services.router.classify import Classifier
+from services.router.domain import Decision, DecisionInput, decide, default_classifier
+from shared.events import Category, Priority, Tier
+
+HERE = Path(__file__).parent
+DEV_FILES = ("zh_written.jsonl", "en_bitext.jsonl")
+HOLDOUT_FILES = ("zh_holdout.jsonl", "en_bitext_holdout.jsonl")
+FILES = DEV_FILES + HOLDOUT_FILES
+TARGET_MACRO_F1 = 0.85
+TARGET_TIER_ACCURACY = 0.9
+
+
+@dataclass(frozen=True)
+class Row:
+    text: str
+    lang: str
+    category: str
+    priority: str
+    tier: str
+    urgent_threat: bool
+    context: dict[str, object] = field(default_factory=dict)
+
+    def decision_input(self) -> DecisionInput:
+        c = self.context
+        amount = c.get("order_amount")
+        return DecisionInput(
+            text=self.text,
+            vip_level=int(str(c.get("vip_level", 0))),
+            order_amount=Decimal(str(amount)) if amount is not None else None,
+            order_status=str(c["order_status"]) if "order_status" in c else None,
+            reopen_count=int(str(c.get("reopen_count", 0))),
+            escalated=bool(c.get("escalated", False)),
+        )
+
+
+def load_rows(files: Sequence[str] = FILES) -> list[Row]:
+    rows: list[Row] = []
+    for name in files:
+        with (HERE / name).open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    d = json.loads(line)
+                    rows.append(
+                        Row(
+                            text=d["text"],
+                            lang=d["lang"],
+                            category=d["category"],
+                            priority=d["priority"],
+                            tier=d["tier"],
+                            urgent_threat=bool(d.get("urgent_threat", False)),
+                            context=d.get("context", {}),
+                        )
+                    )
+    return rows
+
+
+@dataclass
+class Report:
+    rows: list[Row]
+    decisions: list[Decision]
+    per_category: dict[str, tuple[float, float, float, int]]  # precision, recall, f1, support
+    macro_f1: float
+    category_accuracy: float
+    priority_accuracy: float
+    tier_accuracy: float
+    threats: int
+    threats_below_l2: list[Row]
+    errors: list[tuple[Row, Decision]]
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.macro_f1 >= TARGET_MACRO_F1
+            and self.tier_accuracy >= TARGET_TIER_ACCURACY
+            and not self.threats_below_l2
+        )
+
+
+def evaluate(rows: list[Row] | None = None, classifier: Classifier | None = None) -> Report:
+    rows = rows if rows is not None else load_rows()
+    clf = classifier or default_classifier()
+    decisions = [decide(r.decision_input(), clf) for r in rows]
+    per: dict[str, tuple[float, float, float, int]] = {}
+    for cat in Category:
+        tp = sum(
+            1
+            for r, d in zip(rows, decisions, strict=True)
+            if r.category == cat and d.category is cat
+        )
+        pred = sum(1 for d in decisions if d.category is cat)
+        gold = sum(1 for r in rows if r.category == cat)
+        p = tp / pred if pred else 0.0
+        rec = tp / gold if gold else 0.0
+        f1 = 2 * p * rec / (p + rec) if p + rec else 0.0
+        per[cat.value] = (p, rec, f1, gold)
+    present = [v for v in per.values() if v[3]]
+    n = len(rows)
+
+    def acc(attr: str) -> float:
+        return (
+            sum(
+                1
+                for r, d in zip(rows, decisions, strict=True)
+                if getattr(r, attr) == getattr(d, attr).value
+            )
+            / n
+        )
+
+    threats = [r for r in rows if r.urgent_threat]
+    below = [
+        r for r, d in zip(rows, decisions, strict=True) if r.urgent_threat and d.tier != Tier.L2
+    ]
+    errors = [
+        (r, d)
+        for r, d in zip(rows, decisions, strict=True)
+        if (r.category, r.priority, r.tier) != (d.category.value, d.priority.value, d.tier.value)
+    ]
+    return Report(
+        rows=rows,
+        decisions=decisions,
+        per_category=per,
+        macro_f1=sum(v[2] for v in present) / len(present),
+        category_accuracy=acc("category"),
+        priority_accuracy=acc("priority"),
+        tier_accuracy=acc("tier"),
+        threats=len(threats),
+        threats_below_l2=below,
+        errors=errors,
+    )
+
+
+def _matrix(title: str, labels: list[str], gold: list[str], pred: list[str]) -> str:
+    counts = Counter(zip(gold, pred, strict=True))
+    short = [lab[:8] for lab in labels]
+    width = max(len(lab) for lab in labels) + 2
+    out = [
+        f"{title} (rows: labelled, columns: decided)",
+        " " * width + " ".join(f"{s:>8}" for s in short),
+    ]
+    for g in labels:
+        out.append(f"{g:<{width}}" + " ".join(f"{counts[(g, p)]:>8}" for p in labels))
+    return "\n".join(out)
+
+
+def render(rep: Report, show_errors: bool = True) -> str:
+    rows, dec = rep.rows, rep.decisions
+    by_lang = Counter(r.lang for r in rows)
+    lines = [
+        f"router evaluation: {len(rows)} messages ({by_lang['zh']} Chinese, "
+        f"{by_lang['en']} English from Bitext)",
+        "",
+        f"{'category':<16}{'precision':>10}{'recall':>8}{'F1':>7}{'support':>9}",
+    ]
+    for cat, (p, rec, f1, s) in rep.per_category.items():
+        lines.append(f"{cat:<16}{p:>10.3f}{rec:>8.3f}{f1:>7.3f}{s:>9}")
+    lines += [
+        "",
+        f"category macro-F1: {rep.macro_f1:.3f}   (target >= {TARGET_MACRO_F1})",
+        f"category accuracy: {rep.category_accuracy:.3f}",
+        f"priority accuracy: {rep.priority_accuracy:.3f}",
+        f"tier accuracy:     {rep.tier_accuracy:.3f}   (target >= {TARGET_TIER_ACCURACY})",
+        "",
+    ]
+    for lang in ("zh", "en"):
+        idx = [i for i, r in enumerate(rows) if r.lang == lang]
+        if idx:
+            c = sum(1 for i in idx if rows[i].category == dec[i].category.value) / len(idx)
+            t = sum(1 for i in idx if rows[i].tier == dec[i].tier.value) / len(idx)
+            lines.append(
+                f"  {lang}: category accuracy {c:.3f}, tier accuracy {t:.3f} ({len(idx)} messages)"
+            )
+    lines.append("")
+    lines.append(
+        _matrix(
+            "category",
+            [c.value for c in Category],
+            [r.category for r in rows],
+            [d.category.value for d in dec],
+        )
+    )
+    lines.append("")
+    lines.append(
+        _matrix(
+            "priority",
+            [p.value for p in Priority],
+            [r.priority for r in rows],
+            [d.priority.value for d in dec],
+        )
+    )
+    lines.append("")
+    lines.append(
+        _matrix(
+            "tier", [t.value for t in Tier], [r.tier for r in rows], [d.tier.value for d in dec]
+        )
+    )
+    lines += [
+        "",
+        f"urgent threat messages: {rep.threats}; routed below L2: "
+        f"{len(rep.threats_below_l2)} (must be 0)",
+    ]
+    for r in rep.threats_below_l2:
+        lines.append(f"  BELOW L2: {r.text}")
+    if show_errors:
+        lines += ["", f"messages with any difference ({len(rep.errors)}):"]
+        for r, d in rep.errors:
+            lines.append(
+                f"  [{r.lang}] {r.text[:60]!r}: labelled {r.category}/{r.priority}/{r.tier},"
+                f" decided {d.category.value}/{d.priority.value}/{d.tier.value}"
+            )
+    lines += ["", "PASS" if rep.passed else "FAIL: a floor target is missed"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    clf = default_classifier()
+    rep = evaluate(classifier=clf)
+    print(render(rep, show_errors="--quiet" not in argv))
+    print("\nby set (see docs/routing-rules.md for how each was used):")
+    ok = rep.passed
+    for name, files in (("first set", DEV_FILES), ("second set", HOLDOUT_FILES)):
+        part = evaluate(load_rows(files), clf)
+        ok = ok and part.passed
+        print(
+            f"  {name:<11}{len(part.rows):>4} messages: macro-F1 {part.macro_f1:.3f}, "
+            f"tier accuracy {part.tier_accuracy:.3f}, priority accuracy "
+            f"{part.priority_accuracy:.3f}, urgent threats below L2 "
+            f"{len(part.threats_below_l2)}/{part.threats}"
+        )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
