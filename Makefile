@@ -56,6 +56,12 @@ bench-notifier: $(STAMP) ## Benchmark: escalation event to delivered notificatio
 bench-intake: $(STAMP) ## Benchmark: open-loop signed webhooks into intake vs a bare 202 endpoint and raw aiokafka (BENCH_RATE, BENCH_SECONDS, BENCH_WORKERS)
 	$(BIN)/python bench/intake/bench.py
 
+eval-router: $(STAMP) ## Router classification vs the labelled set: per-category P/R/F1, macro-F1, confusion matrices, threats below L2
+	$(BIN)/python -m services.router.eval.report $(if $(VERBOSE),,--quiet)
+
+bench-router-decide: $(STAMP) ## Benchmark: pure routing decisions/s on one core vs a bare jieba.lcut of the same texts (BENCH_SECONDS)
+	$(BIN)/python bench/router_decide.py
+
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared services
@@ -70,4 +76,4 @@ asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in sh
 clean: ## Remove the virtual environment and local stack data
 	rm -rf $(VENV) .local
 
-.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake
+.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake eval-router bench-router-decide
