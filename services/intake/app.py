@@ -51,7 +51,11 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
     adapters = build_adapters(settings)
     guard = LoadGuard(
         PRODUCER,
-        Limits(settings.max_outbox_backlog, settings.max_db_latency_seconds),
+        Limits(
+            settings.max_outbox_backlog,
+            settings.max_db_latency_seconds,
+            settings.max_loop_lag_seconds,
+        ),
         settings.load_probe_interval_seconds,
     )
 

@@ -3,8 +3,9 @@ latency passes its bound, rather than queue without bound.
 
 A probe refreshes two figures at most every ``interval`` seconds, off the request path:
 the outbox backlog of intake (a count bounded by the limit, so it costs at most
-``limit`` index entries however large the backlog grows) and the round-trip time of a
-pool acquire plus a query (pool waits included, so a saturated pool counts as latency).
+``limit`` index entries however large the backlog grows), the round-trip time of a
+pool acquire plus a query (pool waits included, so a saturated pool counts as latency),
+and how late the event loop woke the probe (a saturated CPU).
 Each request only reads the last verdict.
 """
 
@@ -27,15 +28,20 @@ log = get_logger(__name__)
 class Limits:
     max_backlog: int
     max_latency: float
+    max_loop_lag: float = float("inf")
 
 
-def overload_reason(backlog: int | None, latency: float | None, limits: Limits) -> str | None:
+def overload_reason(
+    backlog: int | None, latency: float | None, limits: Limits, loop_lag: float = 0.0
+) -> str | None:
     """Why intake should refuse new work now, or None. Unknown figures never refuse: a
     database that does not answer is the 503 path, not the 429 one."""
     if backlog is not None and backlog >= limits.max_backlog:
         return f"outbox backlog at or above {limits.max_backlog} events"
     if latency is not None and latency >= limits.max_latency:
         return f"database latency above {limits.max_latency * 1000:.0f} ms"
+    if loop_lag >= limits.max_loop_lag:
+        return f"event loop lag above {limits.max_loop_lag * 1000:.0f} ms (CPU saturated)"
     return None
 
 
@@ -46,6 +52,7 @@ class LoadGuard:
         self.interval = interval
         self.backlog: int | None = None
         self.latency: float | None = None
+        self.loop_lag = 0.0
         self.reason: str | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -76,7 +83,7 @@ class LoadGuard:
             self.latency = time.perf_counter() - started if isinstance(exc, TimeoutError) else None
             self.backlog = None
         before = self.reason
-        self.reason = overload_reason(self.backlog, self.latency, self.limits)
+        self.reason = overload_reason(self.backlog, self.latency, self.limits, self.loop_lag)
         metrics.INTAKE_OVERLOADED.set(1 if self.reason else 0)
         if self.reason != before:
             log.warning("intake overload changed", overloaded=self.reason or "no")
@@ -84,4 +91,7 @@ class LoadGuard:
     async def _loop(self, pool: asyncpg.Pool) -> None:
         while True:
             await self.probe(pool)
+            asked = time.perf_counter()
             await asyncio.sleep(self.interval)
+            # How late the loop woke us: the CPU cost of what it was busy with.
+            self.loop_lag = max(0.0, time.perf_counter() - asked - self.interval)

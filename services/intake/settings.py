@@ -61,6 +61,9 @@ class IntakeSettings(ServiceSettings):
     max_db_latency_seconds: float = Field(
         0.5, gt=0, description="Database round-trip time past which intake answers 429."
     )
+    max_loop_lag_seconds: float = Field(
+        1.0, gt=0, description="Event-loop lag (CPU saturation) past which intake answers 429."
+    )
     load_probe_interval_seconds: float = Field(0.5, gt=0, le=10)
     retry_after_seconds: int = Field(2, ge=1, le=3600)
     # Group commit: concurrent webhooks share one transaction (0 s = one per webhook).

@@ -60,7 +60,7 @@ async def test_broker_restart_mid_load_loses_and_doubles_nothing(service_env, mo
     broker.start()
     await ensure_topics(broker.bootstrap)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
-    app = build(IntakeSettings())
+    app = build(IntakeSettings(max_loop_lag_seconds=60))  # this test is about durability
     relay = app.state.runtime.relay
     gate = asyncio.Event()
     gate.set()

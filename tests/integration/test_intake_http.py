@@ -32,7 +32,7 @@ PHONE = "13800138000"
 async def intake(service_env) -> AsyncIterator[str]:
     from services.intake.app import build
 
-    async with serving(build(IntakeSettings(max_body_bytes=4096))) as url:
+    async with serving(build(IntakeSettings(max_body_bytes=4096, max_loop_lag_seconds=60))) as url:
         await wait_ready(url)
         yield url
 
@@ -244,7 +244,9 @@ async def test_429_when_outbox_backlog_passes_its_bound(service_env, monkeypatch
     broker = Broker(port=free_port())
     broker.start()
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
-    settings = IntakeSettings(max_outbox_backlog=3, load_probe_interval_seconds=0.05)
+    settings = IntakeSettings(
+        max_outbox_backlog=3, load_probe_interval_seconds=0.05, max_loop_lag_seconds=60
+    )
     try:
         async with serving(build(settings)) as url, httpx.AsyncClient(base_url=url) as c:
             await wait_ready(url)
@@ -267,7 +269,9 @@ async def test_429_when_outbox_backlog_passes_its_bound(service_env, monkeypatch
 async def test_429_when_database_latency_passes_its_bound(service_env):
     from services.intake.app import build
 
-    settings = IntakeSettings(max_db_latency_seconds=1e-9, load_probe_interval_seconds=0.05)
+    settings = IntakeSettings(
+        max_db_latency_seconds=1e-9, load_probe_interval_seconds=0.05, max_loop_lag_seconds=60
+    )
     async with serving(build(settings)) as url, httpx.AsyncClient(base_url=url) as c:
         await wait_ready(url)
         body = is_problem(await post_until(c, 429), 429)

@@ -70,3 +70,6 @@ def test_overload_reason():
     assert overload_reason(None, None, lim) is None
     assert "backlog" in (overload_reason(100, 0.0, lim) or "")
     assert "latency" in (overload_reason(5, 0.25, lim) or "")
+    lag = Limits(max_backlog=100, max_latency=0.2, max_loop_lag=0.1)
+    assert overload_reason(0, 0.0, lag, loop_lag=0.05) is None
+    assert "loop lag" in (overload_reason(0, 0.0, lag, loop_lag=0.1) or "")
