@@ -56,6 +56,9 @@ bench-notifier: $(STAMP) ## Benchmark: escalation event to delivered notificatio
 bench-intake: $(STAMP) ## Benchmark: open-loop signed webhooks into intake vs a bare 202 endpoint and raw aiokafka (BENCH_RATE, BENCH_SECONDS, BENCH_WORKERS)
 	$(BIN)/python bench/intake/bench.py
 
+bench-sla: $(STAMP) ## Benchmark: N open SLA clocks (N=10000,100000 default; N=1000000): breach lateness p50/p99/max vs bare loop.call_at, RSS and DB bytes per clock, starts+stops/s, recovery after kill -9
+	$(BIN)/python bench/sla/bench.py $(if $(N),--sizes $(N))
+
 eval-router: $(STAMP) ## Router classification vs the labelled set: per-category P/R/F1, macro-F1, confusion matrices, threats below L2
 	$(BIN)/python -m services.router.eval.report $(if $(VERBOSE),,--quiet)
 
@@ -76,4 +79,4 @@ asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in sh
 clean: ## Remove the virtual environment and local stack data
 	rm -rf $(VENV) .local
 
-.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake eval-router bench-router-decide
+.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake bench-sla eval-router bench-router-decide

@@ -119,10 +119,22 @@ def build(settings: SlaWatchSettings | None = None) -> FastAPI:
             scheduler.push(d.at, d.kind, d.id)
         observe(out.emitted or ())
 
+    tasks: list[asyncio.Task[None]] = []
+
     async def load() -> None:
+        """Load the window and start firing before Kafka is even connected: firing needs
+        only the database (events wait in the outbox), so clocks that fell due during an
+        outage breach while the consumers are still joining their groups."""
         t0 = time.perf_counter()
         n = await window.advance()
         log.info("clocks loaded", timers=n, seconds=round(time.perf_counter() - t0, 3))
+        for name, job in (("scheduler", scheduler.run), ("window", roll), ("sweep", sweep)):
+            tasks.append(asyncio.create_task(job(), name=f"sla_watch:{name}"))
+
+    async def stop_timers() -> None:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def roll() -> None:
         """Advance the window a quarter of its length at a time."""
@@ -154,9 +166,7 @@ def build(settings: SlaWatchSettings | None = None) -> FastAPI:
                 log.exception("sweep failed")
 
     runtime.on_ready(load)
-    runtime.background("scheduler", scheduler.run)
-    runtime.background("window", roll)
-    runtime.background("sweep", sweep)
+    runtime.on_stop(stop_timers)
 
     async def handle_message(msg: MessageEvent) -> str:
         if msg.kind is MessageKind.message_created and msg.author_role is AuthorRole.customer:

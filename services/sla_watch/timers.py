@@ -20,8 +20,10 @@ Fire = Callable[[Kind, Sequence[int]], Awaitable[None]]
 
 
 class Scheduler:
-    def __init__(self, fire: Fire, *, batch: int = 1000) -> None:
+    def __init__(self, fire: Fire, *, batch: int = 1000, concurrency: int = 4) -> None:
         self._heap: list[tuple[float, int]] = []
+        self._slots = asyncio.Semaphore(concurrency)
+        self._inflight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._fire = fire
         self._batch = batch
@@ -73,8 +75,20 @@ class Scheduler:
                 except TimeoutError:
                     pass
                 continue
+            # Wait for a free slot first, so entries that fall due meanwhile join this batch.
+            await self._slots.acquire()
             breaches, warnings = self._pop_due(time.time())
+            task = asyncio.create_task(self._fire_batches(breaches, warnings))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _fire_batches(self, breaches: list[int], warnings: list[int]) -> None:
+        """Batches in flight at once are bounded, so a slow database does not pile them up
+        while the loop keeps firing the next ones on time."""
+        try:
             if breaches:
                 await self._fire(Kind.breach, sorted(set(breaches)))
             if warnings:
                 await self._fire(Kind.warning, sorted(set(warnings)))
+        finally:
+            self._slots.release()
