@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -290,6 +291,48 @@ async def run_size(
     }
 
 
+async def hold_only(pool: asyncpg.Pool, env: dict[str, str], tmp: Path, n: int) -> None:
+    """Memory and load time with N clocks all due within the window (the worst case for
+    the heap: every one of them is held), without waiting for them to fire."""
+    await reset(pool)
+    t = time.monotonic()
+    await copy_clocks(pool, n, utcnow() + timedelta(seconds=60), 50.0)
+    copy_s = time.monotonic() - t
+    db_bytes = await pool.fetchval("SELECT pg_total_relation_size('sla_clocks')")
+    port = free_port()
+    log = tmp / f"sla-hold-{n}.log"
+    svc = ServiceProc(
+        "sla_watch",
+        port,
+        {**env, "SLA_WATCH_HTTP_PORT": str(port), "SLA_WATCH_LOG_LEVEL": "INFO"},
+        log,
+    )
+    t0 = time.monotonic()
+    svc.start()
+    loaded_s = None
+    try:
+        while loaded_s is None:
+            for line in log.read_text().splitlines():
+                if "clocks loaded" in line:
+                    loaded_s = json.loads(line).get("seconds")
+            if time.monotonic() - t0 > 300:
+                raise TimeoutError("clocks not loaded within 300 s")
+            await asyncio.sleep(0.2)
+        await wait_ready(svc)
+        assert svc.proc is not None
+        rss, hwm = rss_kib(svc.proc.pid)
+    finally:
+        svc.stop(signal.SIGKILL)
+    print(f"\n== N = {n:,} open clocks all held in the heap (due within the window) ==")
+    print(
+        f"COPY {copy_s:.1f} s; loaded into the heap in {loaded_s} s at start;"
+        f" RSS {rss / 1024:.0f} MiB (peak {hwm / 1024:.0f} MiB; target <= 1024 MiB)"
+        f" = {hwm * 1024 / n:.0f} B per open clock;"
+        f" database {db_bytes / 2**20:.0f} MiB = {db_bytes / n:.0f} B per clock"
+    )
+    await reset(pool)
+
+
 def report(r: dict[str, object]) -> None:
     n = r["n"]
     before, after, probe = r["before"], r["after"], r["probe"]
@@ -333,6 +376,7 @@ async def main() -> None:
     env_n = os.environ.get("N")
     ap.add_argument("--sizes", default=env_n or "10000,100000")
     ap.add_argument("--outage", type=float, default=5.0)
+    ap.add_argument("--hold", type=int, default=1_000_000, help="memory check size; 0: skip")
     ap.add_argument("--tp-seconds", type=float, default=5.0)
     ap.add_argument("--tp-workers", type=int, default=32)
     args = ap.parse_args()
@@ -354,13 +398,15 @@ async def main() -> None:
             "TICKETFLOW_LOCAL_STACK": "true",
             "SLA_WATCH_LOG_LEVEL": "WARNING",
         }
-        rate = await throughput(pool, args.tp_seconds, args.tp_workers)
+        rate = await throughput(pool, args.tp_seconds, args.tp_workers) if args.tp_seconds else 0
         print(
             f"clock starts+stops: {rate:,.0f}/s ({args.tp_workers} concurrent, each its own"
             " transaction with its events in the outbox; target >= 5,000/s)"
         )
         for n in sizes:
             report(await run_size(pool, env, tmp, n, args.outage))
+        if args.hold:
+            await hold_only(pool, env, tmp, args.hold)
         await pool.close()
     finally:
         broker.stop()

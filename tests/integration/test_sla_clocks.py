@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.sla_watch import store
-from services.sla_watch.policy import Policies, parse_policies
+from services.sla_watch.policy import parse_policies
 from services.sla_watch.store import Kind
 from shared.events import (
     AuthorRole,
@@ -23,7 +23,11 @@ from shared.events import (
     MessageKind,
     Priority,
     RoutedEvent,
+    SlaEvent,
+    SlaKind,
     Tier,
+    escalation_id_for,
+    load,
     utcnow,
 )
 from tests.helpers import uid
@@ -177,6 +181,14 @@ async def test_breach_fires_once_under_racing_timers_then_a_late_reply_stops(poo
     assert evs[1]["lateness_seconds"] >= 9.0
     [esc] = await events(pool, t, "cs.escalations.v1")
     assert esc["reason"] == "first_response_breached" and esc["lateness_seconds"] >= 9.0
+    # built by PostgreSQL in the firing statement: the same schema as the Python models
+    breach = load(SlaEvent, evs[1])
+    assert breach.kind is SlaKind.breached and breach.deadline == row["deadline"]
+    assert breach.started_at == row["started_at"] and breach.limit_seconds == 30
+    assert breach.occurred_at > breach.deadline
+    e = load(EscalationEvent, esc)
+    assert e.escalation_id == escalation_id_for(t, "first_response_breached", "1")
+    assert e.deadline == row["deadline"] and e.waiting_seconds and e.waiting_seconds >= 39
 
 
 async def test_warning_once_and_not_before_its_time(pool):
@@ -192,7 +204,12 @@ async def test_warning_once_and_not_before_its_time(pool):
         *(store.fire(pool, Kind.warning, [row2["id"]]) for _ in range(3))
     )
     assert sum(len(r) for r in results) == 1
-    assert kinds(await events(pool, t2)) == ["started", "warning"]
+    evs2 = await events(pool, t2)
+    assert kinds(evs2) == ["started", "warning"]
+    w = load(SlaEvent, evs2[1])
+    assert (
+        w.kind is SlaKind.warning and w.deadline == row2["deadline"] and w.lateness_seconds is None
+    )
 
 
 async def test_reply_seen_before_the_message_event_means_no_clock(pool):
@@ -346,7 +363,3 @@ async def test_window_pages_by_deadline_and_id(pool):
             message(t, kind=MessageKind.ticket_resolved, at=base + timedelta(seconds=9)),
             DEFAULT,
         )
-
-
-def test_policies_type():
-    assert isinstance(DEFAULT, Policies)
