@@ -319,3 +319,22 @@ async def test_no_personal_data_in_logs(intake, capfd):
     assert "webhook accepted" in out + err
     for private in ("李四", PHONE):
         assert private not in out + err
+
+
+async def test_429_when_the_event_loop_lags(service_env):
+    """A CPU-saturated process: the test blocks the event loop (as a busy CPU would) and
+    intake sheds the next webhooks with 429."""
+    from services.intake.app import build
+
+    settings = IntakeSettings(max_loop_lag_seconds=0.1, load_probe_interval_seconds=0.02)
+    async with serving(build(settings)) as url, httpx.AsyncClient(base_url=url) as c:
+        await wait_ready(url)
+        deadline = time.monotonic() + 15
+        while True:
+            time.sleep(0.3)  # noqa: ASYNC251 - blocking on purpose: this is the lag
+            raw, headers = signed(generic_body())
+            r = await c.post("/v1/webhooks/generic", content=raw, headers=headers)
+            if r.status_code == 429 or time.monotonic() > deadline:
+                break
+        body = is_problem(r, 429)
+        assert "loop lag" in body["detail"]
