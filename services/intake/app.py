@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -10,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.intake.adapters import ADAPTERS, Ignored, InvalidPayload, SourceAdapter
 from services.intake.adapters.base import FieldError
@@ -300,15 +301,10 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
             "accepted" if any_new else "duplicate",
         )
 
-    # The hot path skips FastAPI's per-request dependency machinery: a plain Starlette
-    # route for the same path, matched first, calls the same handler. The FastAPI route
-    # above stays for the OpenAPI document (and answers if this one is ever removed).
-    async def fast_webhook(request: Request) -> Response:
-        return await webhook(request.path_params["source"], request)
-
-    app.router.routes.insert(
-        0, Route("/v1/webhooks/{source}", fast_webhook, methods=["POST"], name="webhook_fast")
-    )
+    # The hot path skips FastAPI's routing, dependency machinery and exception middleware:
+    # a pure ASGI middleware answers POST /v1/webhooks/<source> with the same handler. The
+    # FastAPI route above stays for the OpenAPI document and for every other method.
+    app.add_middleware(WebhookFastPath, handler=webhook)
 
     plain_openapi = app.openapi
 
@@ -320,6 +316,24 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
 
     app.openapi = openapi_with_body_models  # type: ignore[method-assign]
     return app
+
+
+class WebhookFastPath:
+    PREFIX = "/v1/webhooks/"
+
+    def __init__(self, app: ASGIApp, handler: Callable[[str, Request], Awaitable[Response]]):
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and scope["method"] == "POST" and path.startswith(self.PREFIX):
+            source = path[len(self.PREFIX) :]
+            if source and "/" not in source:
+                response = await self.handler(source, Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _unknown(source: str, adapters: dict[str, SourceAdapter]) -> Response:
