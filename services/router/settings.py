@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.events import Priority
 from shared.settings import ServiceSettings
 
 
@@ -10,3 +12,26 @@ class RouterSettings(ServiceSettings):
 
     http_port: int = 8081
     group_id: str = "router"
+    escalations_group_id: str = Field(
+        "router.escalations", description="Consumer group of the SLA escalations subscriber."
+    )
+    roster_seed_file: str | None = Field(
+        None, description="YAML roster loaded at start when the roster is empty (local stack)."
+    )
+    first_response_urgent_seconds: float = Field(30.0, gt=0)
+    first_response_important_seconds: float = Field(30.0, gt=0)
+    first_response_normal_seconds: float = Field(30.0, gt=0)
+    sweep_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How often waiting tickets are offered to free agents and the"
+        " queue gauges refreshed (the safety net; frees and presence changes assign at once).",
+    )
+
+    def first_response_limits(self) -> dict[Priority, float]:
+        """Queue due time = message received time + this limit (SLA first response)."""
+        return {
+            Priority.urgent: self.first_response_urgent_seconds,
+            Priority.important: self.first_response_important_seconds,
+            Priority.normal: self.first_response_normal_seconds,
+        }
