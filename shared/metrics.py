@@ -106,6 +106,26 @@ ROUTER_DECISION_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
+# Open tickets waiting for an agent, per tier.
+ROUTER_QUEUE_DEPTH = Gauge(
+    "router_queue_depth", "Tickets waiting for an agent", ["tier"], registry=REGISTRY
+)
+# Age of the oldest waiting ticket, per tier.
+ROUTER_QUEUE_OLDEST_SECONDS = Gauge(
+    "router_queue_oldest_seconds",
+    "Age of the oldest ticket waiting for an agent",
+    ["tier"],
+    registry=REGISTRY,
+)
+# Tickets given to an agent (new, from the queue, or after an escalation).
+ROUTER_ASSIGNMENTS = Counter(
+    "router_assignments_total", "Tickets assigned to an agent", ["tier"], registry=REGISTRY
+)
+# Tickets moved from one agent or tier to another (escalation, manual).
+ROUTER_REASSIGNMENTS = Counter(
+    "router_reassignments_total", "Tickets reassigned", ["reason"], registry=REGISTRY
+)
+
 # --- sla_watch ---------------------------------------------------------------------
 # Breach events emitted.
 SLA_BREACHES = Counter(
