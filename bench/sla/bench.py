@@ -378,7 +378,7 @@ async def main() -> None:
     ap.add_argument("--outage", type=float, default=5.0)
     ap.add_argument("--hold", type=int, default=1_000_000, help="memory check size; 0: skip")
     ap.add_argument("--tp-seconds", type=float, default=5.0)
-    ap.add_argument("--tp-workers", type=int, default=32)
+    ap.add_argument("--tp-workers", type=int, default=8)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
 

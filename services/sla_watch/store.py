@@ -38,9 +38,9 @@ from shared.events import (
     SlaEvent,
     SlaKind,
     Tier,
+    dump,
     escalation_id_for,
 )
-from shared.outbox import OutboxRow, enqueue
 from shared.topics import SLA
 
 PRODUCER = "sla_watch"
@@ -140,6 +140,19 @@ async def _seen(conn: Any, message_id: str) -> bool:
     return new is None
 
 
+async def _emit(conn: Any, event: SlaEvent) -> None:
+    """One event into the outbox (a single-row INSERT: cheaper than a batch of one)."""
+    await conn.execute(
+        "INSERT INTO outbox (producer, topic, key, payload, correlation_id)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        PRODUCER,
+        SLA.name,
+        event.ticket_id,
+        dump(event),
+        event.correlation_id,
+    )
+
+
 class _Tx:
     """One handler's transaction on one ticket: the locked ticket row and its clocks."""
 
@@ -155,17 +168,31 @@ class _Tx:
         assert rec is not None, sql
         return rec
 
-    async def lock(self, ticket_id: str, **labels: str | None) -> None:
-        sets = ", ".join(f"{k} = COALESCE(EXCLUDED.{k}, sla_tickets.{k})" for k in labels)
-        cols = ", ".join(["ticket_id", *labels])
-        vals = ", ".join(f"${i + 1}" for i in range(len(labels) + 1))
+    async def lock(
+        self,
+        ticket_id: str,
+        latest: tuple[str, datetime] | None = None,
+        **labels: str | None,
+    ) -> None:
+        """Lock the ticket's row (creating it), set its labels and, in the same statement,
+        move the ``latest`` timestamp column forward; then lock its clocks in id order."""
+        sets = [f"{k} = COALESCE(EXCLUDED.{k}, sla_tickets.{k})" for k in labels]
+        names: list[str] = list(labels)
+        args: list[object] = list(labels.values())
+        if latest is not None:
+            col = latest[0]
+            sets.append(f"{col} = GREATEST(sla_tickets.{col}, EXCLUDED.{col})")
+            names.append(col)
+            args.append(latest[1])
+        cols = ", ".join(["ticket_id", *names])
+        vals = ", ".join(f"${i + 1}" for i in range(len(names) + 1))
         self.ticket = await self.row(
             f"INSERT INTO sla_tickets AS sla_tickets ({cols}) VALUES ({vals})"
             " ON CONFLICT (ticket_id) DO UPDATE SET"
-            f" {sets + ', ' if sets else ''}updated_at = now()"
+            f" {''.join(x + ', ' for x in sets)}updated_at = now()"
             " RETURNING *",
             ticket_id,
-            *labels.values(),
+            *args,
         )
         rows = await self.conn.fetch(
             "SELECT * FROM sla_clocks WHERE ticket_id = $1 ORDER BY id FOR UPDATE", ticket_id
@@ -230,17 +257,7 @@ class _Tx:
             self.policy.name,
         )
         self.clocks[cp.clock.value] = rec
-        await enqueue(
-            self.conn,
-            PRODUCER,
-            [
-                OutboxRow(
-                    SLA,
-                    rec["ticket_id"],
-                    _sla_event(_with_ticket(rec, self.ticket), SlaKind.started),
-                )
-            ],
-        )
+        await _emit(self.conn, _sla_event(_with_ticket(rec, self.ticket), SlaKind.started))
         self.out.add_emitted(Emitted(SlaKind.started, cp.clock.value))
         if not paused:
             for d in _dues(rec["id"], sched.warn_at, sched.deadline):
@@ -270,16 +287,8 @@ class _Tx:
             self.clocks[name] = rec
             took = (at - row["started_at"]).total_seconds()
             kind = SlaKind.met if new_state is ClockState.met else SlaKind.stopped
-            await enqueue(
-                self.conn,
-                PRODUCER,
-                [
-                    OutboxRow(
-                        SLA,
-                        rec["ticket_id"],
-                        _sla_event(_with_ticket(rec, self.ticket), kind, elapsed_seconds=took),
-                    )
-                ],
+            await _emit(
+                self.conn, _sla_event(_with_ticket(rec, self.ticket), kind, elapsed_seconds=took)
             )
             self.out.add_emitted(
                 Emitted(kind, name, self.ticket["priority"], self.ticket["tier"], elapsed=took)
@@ -373,9 +382,13 @@ async def on_customer_message(pool: asyncpg.Pool, msg: MessageEvent, policies: P
         if await _seen(conn, msg.message_id):
             return Outcome(new=False)
         tx = _Tx(conn, policies, out)
-        await tx.lock(msg.ticket_id, channel=msg.channel.value, shop_id=msg.shop_id)
         at = clock_start(msg.occurred_at, msg.received_at)
-        await tx.set_ticket("last_customer_at", at)
+        await tx.lock(
+            msg.ticket_id,
+            ("last_customer_at", at),
+            channel=msg.channel.value,
+            shop_id=msg.shop_id,
+        )
         if _answered(tx.ticket, at):
             return out  # the reply arrived before this message's event: nothing to wait for
         await tx.resume(at)
@@ -414,9 +427,10 @@ async def on_reply(pool: asyncpg.Pool, msg: MessageEvent, policies: Policies) ->
         if await _seen(conn, msg.message_id):
             return Outcome(new=False)
         tx = _Tx(conn, policies, out)
-        await tx.lock(msg.ticket_id, channel=msg.channel.value, shop_id=msg.shop_id)
         at = msg.occurred_at
-        await tx.set_ticket("last_reply_at", at)
+        await tx.lock(
+            msg.ticket_id, ("last_reply_at", at), channel=msg.channel.value, shop_id=msg.shop_id
+        )
         await tx.stop((ClockName.first_response.value, ClockName.next_response.value), at)
         if tx.waiting_on_customer():
             await tx.pause(at)
@@ -429,8 +443,7 @@ async def on_resolved(pool: asyncpg.Pool, msg: MessageEvent, policies: Policies)
         if await _seen(conn, msg.message_id):
             return Outcome(new=False)
         tx = _Tx(conn, policies, out)
-        await tx.lock(msg.ticket_id)
-        await tx.set_ticket("resolved_at", msg.occurred_at)
+        await tx.lock(msg.ticket_id, ("resolved_at", msg.occurred_at))
         await tx.stop(tuple(c.value for c in ClockName), msg.occurred_at)
     return out
 
