@@ -390,7 +390,7 @@ async def set_status(pool: asyncpg.Pool, ticket_id: str, *, resolved: bool) -> O
     out = Outcome()
     async with pool.acquire() as conn, conn.transaction():
         if resolved:
-            agent_id = await conn.fetchval(
+            done = await conn.fetchrow(
                 "WITH old AS (SELECT ticket_id, agent_id FROM router_tickets"
                 " WHERE ticket_id = $1 AND status = 'open' FOR UPDATE)"
                 " UPDATE router_tickets t SET status = 'resolved', agent_id = NULL,"
@@ -398,12 +398,14 @@ async def set_status(pool: asyncpg.Pool, ticket_id: str, *, resolved: bool) -> O
                 " FROM old WHERE t.ticket_id = old.ticket_id RETURNING old.agent_id",
                 ticket_id,
             )
-            if agent_id is None:
-                out.ignored = True
+            if done is None:
+                out.ignored = True  # unknown or already resolved (redelivery)
                 return out
-            await _release(conn, agent_id)
+            agent_id = done["agent_id"]
             await _history(conn, ticket_id, "resolved", from_agent=agent_id)
-            await fill_agent(conn, agent_id, out)
+            if agent_id is not None:
+                await _release(conn, agent_id)
+                await fill_agent(conn, agent_id, out)
             return out
         row = await conn.fetchrow(
             "UPDATE router_tickets SET status = 'open', reopen_count = reopen_count + 1,"

@@ -81,7 +81,7 @@ async def agent(
         assert await upsert_agent(
             conn,
             agent_id,
-            AgentIn(tier=tier, skills=[skill], capacity=capacity, presence=presence),  # type: ignore[arg-type]
+            AgentIn(tier=tier, skills=[skill], capacity=capacity, presence=presence),
         )
     return agent_id
 
@@ -219,6 +219,7 @@ async def test_sla_breach_moves_ticket_to_l2(pool: asyncpg.Pool) -> None:
         "SELECT tier, priority, agent_id, escalated FROM router_tickets WHERE ticket_id = $1",
         ticket,
     )
+    assert row is not None
     assert dict(row) == {"tier": "L2", "priority": "important", "agent_id": l2, "escalated": True}
     # The L1 agent's freed slot went to the waiting ticket at once.
     assert await ticket_agent(pool, waiting) == l1
@@ -247,5 +248,6 @@ async def test_manual_reassignment_is_recorded_and_respects_capacity(pool: async
         " AND action = 'reassigned'",
         t1,
     )
+    assert hist is not None
     assert dict(hist) == {"agent_id": target, "from_agent": holder, "detail": "lead moved it"}
     assert await load(pool, target) == 1 and await load(pool, holder or "") == 0
