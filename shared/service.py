@@ -102,6 +102,21 @@ class Runtime:
                 delay = min(delay * 2, 5.0)
         for hook in self._on_ready:
             await hook()
+        if self._broker_required:
+            await self._connect_broker()
+        else:
+            # Work that does not need the broker (intake accepting durably) starts now; the
+            # relay retries its publishes until the broker answers.
+            self._spawn("broker-connect", self._connect_broker)
+        if self.relay is not None:
+            self._spawn("outbox-relay", self.relay.run)
+        for name, job in self._jobs:
+            self._spawn(name, job)
+        self._spawn("lag", self._lag_loop)
+        self.started.set()
+        log.info("service started", settings=self.settings.masked())
+
+    async def _connect_broker(self) -> None:
         delay = 0.2
         while not self._broker_started and not self._stopping.is_set():
             try:
@@ -113,13 +128,6 @@ class Runtime:
                     await self.broker.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        if self.relay is not None:
-            self._spawn("outbox-relay", self.relay.run)
-        for name, job in self._jobs:
-            self._spawn(name, job)
-        self._spawn("lag", self._lag_loop)
-        self.started.set()
-        log.info("service started", settings=self.settings.masked())
 
     def _spawn(self, name: str, job: Job) -> None:
         async def guarded() -> None:

@@ -1,0 +1,49 @@
+"""The service runtime: readiness and start-up order against real dependencies."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from shared.localstack import Broker, free_port
+from tests.helpers import TopicReader, generic_body, serving, signed, wait_ready
+
+pytestmark = pytest.mark.integration
+
+
+async def test_intake_starts_ready_and_accepting_while_the_broker_is_down(
+    service_env, monkeypatch, tmp_path
+):
+    broker = Broker(port=free_port(), log_file=tmp_path / "broker.log")  # not started yet
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
+    from services.intake.app import build
+
+    async with serving(build()) as url, httpx.AsyncClient() as client:
+        await wait_ready(url)
+        ready = (await client.get(url + "/readyz")).json()
+        assert ready["checks"]["database"] is True
+        assert ready["checks"]["broker"] is False
+        body = generic_body()
+        raw, headers = signed(body)
+        r = await client.post(url + "/v1/webhooks/generic", content=raw, headers=headers)
+        assert r.status_code == 202, r.text
+        broker.start()
+        try:
+            async with TopicReader(broker.bootstrap, "cs.messages.v1") as reader:
+                [msg] = await reader.wait_for(
+                    lambda e: e["source_event_id"] == body["event_id"], timeout=60
+                )
+            assert msg["ticket_id"] == r.json()["ticket_id"]
+        finally:
+            broker.stop()
+
+
+async def test_router_is_not_ready_without_its_broker(service_env, monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+    from services.router.app import build
+
+    async with serving(build()) as url, httpx.AsyncClient() as client:
+        r = await client.get(url + "/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"]["broker"] is False
+        assert (await client.get(url + "/healthz")).status_code == 200
