@@ -376,6 +376,7 @@ class LocalStack:
             TICKETFLOW_LOCAL_STACK="true",
             PYTHONUNBUFFERED="1",
         )
+        env.setdefault("ROUTER_ROSTER_SEED_FILE", str(ROOT / "services/router/roster.seed.yaml"))
         for name, prefix, _ in SERVICES:
             env[f"{prefix}_HTTP_PORT"] = str(self.service_ports[name])
         env.update(self.extra_env)

@@ -4,29 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from fastapi import FastAPI
 from faststream.kafka import KafkaMessage
+from pydantic import ValidationError
 
 from services.router.admin import admin_router
-from services.router.domain import DecisionInput, decide
+from services.router.domain import Decision, DecisionInput, decide
 from services.router.roster import seed_if_empty
 from services.router.settings import RouterSettings
 from services.router.store import (
     PRODUCER,
+    Conn,
     Outcome,
     escalate,
     fill_all,
     queue_stats,
-    record_decision,
-    set_status,
+    record_decision_in,
+    set_status_in,
 )
 from shared import metrics
-from shared.events import AuthorRole, EscalationEvent, MessageEvent, MessageKind, Tier
-from shared.kafka import consume, subscriber_options
-from shared.logging import get_logger
+from shared.events import (
+    AuthorRole,
+    DeadLetterEvent,
+    EscalationEvent,
+    MessageEvent,
+    MessageKind,
+    Tier,
+)
+from shared.kafka import consume, publish_event, subscriber_options
+from shared.logging import correlation, get_logger
 from shared.service import Runtime, create_app
-from shared.topics import ESCALATIONS, MESSAGES
+from shared.topics import DEADLETTER, ESCALATIONS, MESSAGES
 
 log = get_logger(__name__)
 
@@ -45,19 +55,11 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
     broker = runtime.broker
     limits = settings.first_response_limits()
 
-    async def handle(msg: MessageEvent) -> str:
-        if msg.kind is MessageKind.ticket_resolved:
-            count(await set_status(runtime.pool, msg.ticket_id, resolved=True))
-            return "ok"
-        if msg.kind is MessageKind.ticket_reopened:
-            count(await set_status(runtime.pool, msg.ticket_id, resolved=False))
-            return "ok"
-        if msg.author_role is not AuthorRole.customer or not msg.text:
-            return "ignored"
+    def decision_for(msg: MessageEvent) -> Decision:
         started = time.perf_counter()
         decision = decide(
             DecisionInput(
-                text=msg.text,
+                text=msg.text or "",
                 channel=msg.channel,
                 vip_level=msg.customer.vip_level if msg.customer else 0,
                 order_amount=msg.order.amount if msg.order else None,
@@ -65,11 +67,27 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
             )
         )
         metrics.ROUTER_DECISION_SECONDS.observe(time.perf_counter() - started)
-        out = await record_decision(runtime.pool, msg, decision, limits)
-        if out is None or out.routed is None:
-            return "duplicate"
-        routed = out.routed
+        return decision
+
+    async def apply(conn: Conn, msg: MessageEvent) -> tuple[str, Outcome | None]:
+        """The effects of one message inside the caller's transaction: (outcome, Outcome)."""
+        if msg.kind is MessageKind.ticket_resolved:
+            return "ok", await set_status_in(conn, msg.ticket_id, resolved=True)
+        if msg.kind is MessageKind.ticket_reopened:
+            return "ok", await set_status_in(conn, msg.ticket_id, resolved=False)
+        if msg.author_role is not AuthorRole.customer or not msg.text:
+            return "ignored", None
+        out = await record_decision_in(conn, msg, decision_for(msg), limits)
+        return ("duplicate", None) if out is None else ("ok", out)
+
+    def committed(out: Outcome | None) -> None:
+        """Metrics and log of a committed message."""
+        if out is None:
+            return
         count(out)
+        routed = out.routed
+        if routed is None:
+            return
         metrics.ROUTER_DECISIONS.labels(
             routed.priority.value, routed.tier.value, routed.category.value
         ).inc()
@@ -82,7 +100,65 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
             queue=routed.queue,
             agent_id=routed.agent_id,
         )
-        return "ok"
+
+    async def handle(msg: MessageEvent) -> str:
+        async with runtime.pool.acquire() as conn, conn.transaction():
+            outcome, out = await apply(conn, msg)
+        committed(out)
+        return outcome
+
+    async def handle_batch(message: KafkaMessage) -> None:
+        """A batch of records in ONE transaction and ONE offset commit (idempotent per
+        message: a redelivered batch finds its messages decided and does nothing again).
+        Any failure of the batch falls back to one transaction per message, so a single
+        bad message or a deadlock with another instance costs only a retry."""
+        started = time.perf_counter()
+        raw = message.raw_message
+        records = raw if isinstance(raw, tuple) else (raw,)
+        events: list[MessageEvent] = []
+        for rec in records:
+            try:
+                events.append(MessageEvent.model_validate_json(rec.value or b""))
+            except ValidationError as exc:
+                await deadletter_record(rec, str(exc))
+        try:
+            async with runtime.pool.acquire() as conn, conn.transaction():
+                results = [await apply(conn, ev) for ev in events]
+        except Exception as exc:
+            log.warning("batch failed; one transaction per message", error=repr(exc))
+            for ev in events:
+                with correlation(ev.correlation_id):
+                    outcome = await handle(ev)  # raises on a transient fault: redelivered
+                metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, outcome).inc()
+            return
+        for (outcome, out), ev in zip(results, events, strict=True):
+            with correlation(ev.correlation_id):
+                committed(out)
+            metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, outcome).inc()
+        metrics.PROCESSING_SECONDS.labels(PRODUCER, MESSAGES.name).observe(
+            time.perf_counter() - started
+        )
+
+    async def deadletter_record(rec: Any, error: str) -> None:
+        key = rec.key.decode(errors="replace") if isinstance(rec.key, bytes) else None
+        value = rec.value or b""
+        await publish_event(
+            broker,
+            DEADLETTER,
+            key,
+            DeadLetterEvent(
+                correlation_id="unknown",
+                producer=PRODUCER,
+                original_topic=rec.topic,
+                original_key=key,
+                service=PRODUCER,
+                reason="invalid_schema",
+                error=error[:4000],
+                payload=value.decode("utf-8", errors="replace")[:1_000_000],
+            ),
+        )
+        metrics.DEADLETTERED.labels(PRODUCER, "invalid_schema").inc()
+        metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, "deadletter").inc()
 
     async def handle_escalation(ev: EscalationEvent) -> str:
         if not ev.reason.value.endswith("_breached"):
@@ -94,11 +170,25 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         log.info("escalated to L2", ticket_id=ev.ticket_id, reason=ev.reason.value)
         return "ok"
 
-    @broker.subscriber(  # type: ignore[untyped-decorator]
-        MESSAGES.name, **subscriber_options(settings.group_id, runtime.tracker())
-    )
-    async def on_message(message: KafkaMessage) -> None:
-        await consume(broker, PRODUCER, MESSAGES, message, MessageEvent, handle)
+    if settings.batch_max_records > 1:
+
+        @broker.subscriber(  # type: ignore[untyped-decorator]
+            MESSAGES.name,
+            batch=True,
+            max_records=settings.batch_max_records,
+            batch_timeout_ms=settings.batch_timeout_ms,
+            **subscriber_options(settings.group_id, runtime.tracker()),
+        )
+        async def on_messages(message: KafkaMessage) -> None:
+            await handle_batch(message)
+
+    else:
+
+        @broker.subscriber(  # type: ignore[untyped-decorator]
+            MESSAGES.name, **subscriber_options(settings.group_id, runtime.tracker())
+        )
+        async def on_message(message: KafkaMessage) -> None:
+            await consume(broker, PRODUCER, MESSAGES, message, MessageEvent, handle)
 
     @broker.subscriber(  # type: ignore[untyped-decorator]
         ESCALATIONS.name,

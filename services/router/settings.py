@@ -15,6 +15,13 @@ class RouterSettings(ServiceSettings):
     escalations_group_id: str = Field(
         "router.escalations", description="Consumer group of the SLA escalations subscriber."
     )
+    batch_max_records: int = Field(
+        500,
+        ge=1,
+        le=5000,
+        description="Messages handled in one transaction and one offset commit; 1 = one by one.",
+    )
+    batch_timeout_ms: int = Field(100, ge=1, description="Longest wait to fill a batch.")
     roster_seed_file: str | None = Field(
         None, description="YAML roster loaded at start when the roster is empty (local stack)."
     )

@@ -387,56 +387,60 @@ async def record_decision_in(
 
 async def set_status(pool: asyncpg.Pool, ticket_id: str, *, resolved: bool) -> Outcome:
     """Resolve (frees the agent's slot, which takes the next waiting ticket) or reopen."""
-    out = Outcome()
     async with pool.acquire() as conn, conn.transaction():
-        if resolved:
-            done = await conn.fetchrow(
-                "WITH old AS (SELECT ticket_id, agent_id FROM router_tickets"
-                " WHERE ticket_id = $1 AND status = 'open' FOR UPDATE)"
-                " UPDATE router_tickets t SET status = 'resolved', agent_id = NULL,"
-                " last_agent_id = COALESCE(old.agent_id, t.last_agent_id), updated_at = now()"
-                " FROM old WHERE t.ticket_id = old.ticket_id RETURNING old.agent_id",
-                ticket_id,
-            )
-            if done is None:
-                out.ignored = True  # unknown or already resolved (redelivery)
-                return out
-            agent_id = done["agent_id"]
-            await _history(conn, ticket_id, "resolved", from_agent=agent_id)
-            if agent_id is not None:
-                await _release(conn, agent_id)
-                await fill_agent(conn, agent_id, out)
-            return out
-        row = await conn.fetchrow(
-            "UPDATE router_tickets SET status = 'open', reopen_count = reopen_count + 1,"
-            " queued_at = now(), updated_at = now() WHERE ticket_id = $1 AND status = 'resolved'"
-            " RETURNING tier, priority, skills, last_agent_id, last_routed",
+        return await set_status_in(conn, ticket_id, resolved=resolved)
+
+
+async def set_status_in(conn: Conn, ticket_id: str, *, resolved: bool) -> Outcome:
+    out = Outcome()
+    if resolved:
+        done = await conn.fetchrow(
+            "WITH old AS (SELECT ticket_id, agent_id FROM router_tickets"
+            " WHERE ticket_id = $1 AND status = 'open' FOR UPDATE)"
+            " UPDATE router_tickets t SET status = 'resolved', agent_id = NULL,"
+            " last_agent_id = COALESCE(old.agent_id, t.last_agent_id), updated_at = now()"
+            " FROM old WHERE t.ticket_id = old.ticket_id RETURNING old.agent_id",
             ticket_id,
         )
-        if row is None:
-            out.ignored = True
+        if done is None:
+            out.ignored = True  # unknown or already resolved (redelivery)
             return out
-        tier, priority = Tier(row["tier"]), Priority(row["priority"])
-        agent_id = await try_assign(conn, tier, list(row["skills"]), row["last_agent_id"])
-        await _history(conn, ticket_id, "reopened", tier=tier)
+        agent_id = done["agent_id"]
+        await _history(conn, ticket_id, "resolved", from_agent=agent_id)
         if agent_id is not None:
-            await conn.execute(
-                "UPDATE router_tickets SET agent_id = $2, last_agent_id = $2,"
-                " assigned_at = now() WHERE ticket_id = $1",
-                ticket_id,
-                agent_id,
-            )
-            await _history(conn, ticket_id, "assigned", agent_id=agent_id, tier=tier)
-            out.assigned.append((ticket_id, agent_id, tier))
-            ev = _event_from(
-                row["last_routed"],
-                agent_id=agent_id,
-                tier=tier,
-                priority=priority,
-                note=f"reopened; assigned to {agent_id}",
-            )
-            await _publish_routed(conn, ticket_id, ev)
+            await _release(conn, agent_id)
+            await fill_agent(conn, agent_id, out)
         return out
+    row = await conn.fetchrow(
+        "UPDATE router_tickets SET status = 'open', reopen_count = reopen_count + 1,"
+        " queued_at = now(), updated_at = now() WHERE ticket_id = $1 AND status = 'resolved'"
+        " RETURNING tier, priority, skills, last_agent_id, last_routed",
+        ticket_id,
+    )
+    if row is None:
+        out.ignored = True
+        return out
+    tier, priority = Tier(row["tier"]), Priority(row["priority"])
+    agent_id = await try_assign(conn, tier, list(row["skills"]), row["last_agent_id"])
+    await _history(conn, ticket_id, "reopened", tier=tier)
+    if agent_id is not None:
+        await conn.execute(
+            "UPDATE router_tickets SET agent_id = $2, last_agent_id = $2,"
+            " assigned_at = now() WHERE ticket_id = $1",
+            ticket_id,
+            agent_id,
+        )
+        await _history(conn, ticket_id, "assigned", agent_id=agent_id, tier=tier)
+        out.assigned.append((ticket_id, agent_id, tier))
+        ev = _event_from(
+            row["last_routed"],
+            agent_id=agent_id,
+            tier=tier,
+            priority=priority,
+            note=f"reopened; assigned to {agent_id}",
+        )
+        await _publish_routed(conn, ticket_id, ev)
+    return out
 
 
 async def escalate(pool: asyncpg.Pool, ev: EscalationEvent) -> Outcome:
