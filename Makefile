@@ -65,6 +65,9 @@ eval-router: $(STAMP) ## Router classification vs the labelled set: per-category
 bench-router-decide: $(STAMP) ## Benchmark: pure routing decisions/s on one core vs a bare jieba.lcut of the same texts (BENCH_SECONDS)
 	$(BIN)/python bench/router_decide.py
 
+bench-router: bench-router-decide ## Benchmark: pure decisions/s, then end-to-end routed/s (consume, decide, persist, publish) vs a raw aiokafka loop (BENCH_MESSAGES)
+	$(BIN)/python bench/router_e2e.py
+
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy shared services
@@ -79,4 +82,4 @@ asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in sh
 clean: ## Remove the virtual environment and local stack data
 	rm -rf $(VENV) .local
 
-.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake bench-sla eval-router bench-router-decide
+.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake bench-sla eval-router bench-router-decide bench-router
