@@ -94,3 +94,77 @@ async def test_admin_api_roster_validation_queries_and_reassignment(
         assert r.status_code == 200 and r.json()["presence"] == "offline"
         assert (await c.get(f"/v1/admin/tickets/{uid('nope')}")).status_code == 404
         await c.patch(f"/v1/admin/agents/{other}", json={"presence": "offline"})
+
+
+async def test_sla_breach_on_kafka_moves_the_ticket_to_l2(service_env: Infra) -> None:
+    """cs.escalations.v1 (router.escalations group) -> L2 agent, routed event, history."""
+    from services.router.domain import Decision
+    from services.router.roster import AgentIn, upsert_agent
+    from services.router.store import record_decision
+    from shared.events import (
+        Category,
+        EscalationEvent,
+        EscalationReason,
+        Priority,
+        Tier,
+    )
+    from shared.kafka import publish_event
+    from shared.topics import ESCALATIONS, ROUTED
+    from tests.helpers import TopicReader
+    from tests.integration.test_router_assignment import LIMITS, msg
+
+    group = uid("router-esc")
+    app = build(RouterSettings(group_id=group, escalations_group_id=group + "-esc"))
+    skill = uid("sk").replace("-", "_")
+    l1, l2 = uid("l1"), uid("l2")
+    async with serving(app) as url, TopicReader(service_env.bootstrap, ROUTED.name) as routed:
+        await wait_ready(url)
+        pool = app.state.runtime.pool
+        async with pool.acquire() as conn:
+            for agent_id, tier in ((l1, Tier.L1), (l2, Tier.L2)):
+                await upsert_agent(
+                    conn,
+                    agent_id,
+                    AgentIn(tier=tier, skills=[skill], capacity=1, presence="online"),
+                )
+        ticket = uid("tk")
+        d = Decision(Category.logistics, Priority.normal, Tier.L1, ["x"], skills=(skill,))
+        await record_decision(pool, msg(ticket), d, LIMITS)
+        assert (
+            await pool.fetchval("SELECT agent_id FROM router_tickets WHERE ticket_id = $1", ticket)
+            == l1
+        )
+        # The router's own routed_to_l2 notices on the same topic are not escalations to act on.
+        for reason in (EscalationReason.routed_to_l2, EscalationReason.first_response_breached):
+            await publish_event(
+                app.state.runtime.broker,
+                ESCALATIONS,
+                ticket,
+                EscalationEvent(
+                    correlation_id=ticket,
+                    producer="sla_watch",
+                    escalation_id=uid("esc"),
+                    ticket_id=ticket,
+                    conversation_id="conv-" + ticket,
+                    reason=reason,
+                ),
+            )
+        [moved] = await routed.wait_for(
+            lambda r: r["ticket_id"] == ticket and r["tier"] == "L2", timeout=30
+        )
+        assert moved["agent_id"] == l2 and moved["priority"] == "important"
+        assert "first response breached" in moved["reasons"][-1]
+        async with httpx.AsyncClient(base_url=url) as c:
+            body = (await c.get(f"/v1/admin/tickets/{ticket}")).json()
+        esc = [h for h in body["history"] if h["action"] == "escalated"]
+        assert len(esc) == 1 and esc[0]["from_agent"] == l1 and esc[0]["agent_id"] == l2
+        agents = {
+            r["agent_id"]: r["load"]
+            for r in await pool.fetch(
+                "SELECT agent_id, load FROM router_agents WHERE agent_id = ANY($1)", [l1, l2]
+            )
+        }
+        assert agents == {l1: 0, l2: 1}
+        await pool.execute(
+            "UPDATE router_agents SET presence = 'offline' WHERE agent_id = ANY($1)", [l1, l2]
+        )
