@@ -287,48 +287,6 @@ async def record_decision_in(
             reasons.append(f"assigned to {agent_id}{why}")
         else:
             reasons.append(f"waiting in queue {queue}: no free {tier.value} agent with the skills")
-    await conn.execute(
-        "INSERT INTO router_tickets (ticket_id, conversation_id, shop_id, channel, category,"
-        " priority, tier, queue, agent_id, skills, priority_rank, due_at, queued_at,"
-        " assigned_at, last_agent_id)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12, now(),"
-        " CASE WHEN $9::text IS NULL THEN NULL ELSE now() END, $9)"
-        " ON CONFLICT (ticket_id) DO UPDATE SET status = 'open', category = EXCLUDED.category,"
-        " priority = EXCLUDED.priority, tier = EXCLUDED.tier, queue = EXCLUDED.queue,"
-        " agent_id = EXCLUDED.agent_id, skills = EXCLUDED.skills,"
-        " priority_rank = EXCLUDED.priority_rank, due_at = EXCLUDED.due_at,"
-        " queued_at = CASE WHEN router_tickets.status = 'open' THEN router_tickets.queued_at"
-        "   ELSE now() END,"
-        " assigned_at = CASE WHEN EXCLUDED.agent_id IS DISTINCT FROM router_tickets.agent_id"
-        "   THEN EXCLUDED.assigned_at ELSE router_tickets.assigned_at END,"
-        " last_agent_id = COALESCE(EXCLUDED.agent_id, router_tickets.last_agent_id),"
-        " updated_at = now()",
-        msg.ticket_id,
-        msg.conversation_id,
-        msg.shop_id,
-        msg.channel.value,
-        category.value,
-        priority.value,
-        tier.value,
-        queue,
-        agent_id,
-        skills,
-        priority_rank(priority),
-        due,
-    )
-    await _history(
-        conn,
-        msg.ticket_id,
-        "decided",
-        agent_id=agent_id,
-        tier=tier,
-        detail=f"{category.value}/{priority.value} from message {msg.message_id}",
-    )
-    if newly_assigned and agent_id is not None:
-        await _history(conn, msg.ticket_id, "assigned", agent_id=agent_id, tier=tier)
-        out.assigned.append((msg.ticket_id, agent_id, tier))
-    elif agent_id is None:
-        await _history(conn, msg.ticket_id, "queued", tier=tier, detail=queue)
     routed = RoutedEvent(
         correlation_id=msg.correlation_id,
         producer=PRODUCER,
@@ -351,35 +309,67 @@ async def record_decision_in(
         message_received_at=msg.received_at,
     )
     out.routed = routed
-    await _publish_routed(conn, msg.ticket_id, routed)
+    await conn.execute(
+        "INSERT INTO router_tickets (ticket_id, conversation_id, shop_id, channel, category,"
+        " priority, tier, queue, agent_id, skills, priority_rank, due_at, queued_at,"
+        " assigned_at, last_agent_id, last_routed)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12, now(),"
+        " CASE WHEN $9::text IS NULL THEN NULL ELSE now() END, $9, $13)"
+        " ON CONFLICT (ticket_id) DO UPDATE SET status = 'open', category = EXCLUDED.category,"
+        " priority = EXCLUDED.priority, tier = EXCLUDED.tier, queue = EXCLUDED.queue,"
+        " agent_id = EXCLUDED.agent_id, skills = EXCLUDED.skills,"
+        " priority_rank = EXCLUDED.priority_rank, due_at = EXCLUDED.due_at,"
+        " queued_at = CASE WHEN router_tickets.status = 'open' THEN router_tickets.queued_at"
+        "   ELSE now() END,"
+        " assigned_at = CASE WHEN EXCLUDED.agent_id IS DISTINCT FROM router_tickets.agent_id"
+        "   THEN EXCLUDED.assigned_at ELSE router_tickets.assigned_at END,"
+        " last_agent_id = COALESCE(EXCLUDED.agent_id, router_tickets.last_agent_id),"
+        " last_routed = EXCLUDED.last_routed, updated_at = now()",
+        msg.ticket_id,
+        msg.conversation_id,
+        msg.shop_id,
+        msg.channel.value,
+        category.value,
+        priority.value,
+        tier.value,
+        queue,
+        agent_id,
+        skills,
+        priority_rank(priority),
+        due,
+        routed.model_dump(mode="json"),
+    )
+    if newly_assigned and agent_id is not None:
+        await _history(conn, msg.ticket_id, "assigned", agent_id=agent_id, tier=tier)
+        out.assigned.append((msg.ticket_id, agent_id, tier))
+    elif agent_id is None:
+        await _history(conn, msg.ticket_id, "queued", tier=tier, detail=queue)
+    rows = [OutboxRow(ROUTED, msg.ticket_id, routed)]
     if tier is Tier.L2 and priority is Priority.urgent:
-        await enqueue(
-            conn,  # type: ignore[arg-type]
-            PRODUCER,
-            [
-                OutboxRow(
-                    ESCALATIONS,
-                    msg.ticket_id,
-                    EscalationEvent(
-                        correlation_id=msg.correlation_id,
-                        producer=PRODUCER,
-                        escalation_id=escalation_id_for(
-                            msg.ticket_id, EscalationReason.routed_to_l2.value, msg.message_id
-                        ),
-                        ticket_id=msg.ticket_id,
-                        conversation_id=msg.conversation_id,
-                        reason=EscalationReason.routed_to_l2,
-                        priority=priority,
-                        tier=tier,
-                        category=category,
-                        shop_id=msg.shop_id,
-                        channel=msg.channel,
-                        agent_id=agent_id,
-                        customer_ref=msg.customer.ref if msg.customer else None,
+        rows.append(
+            OutboxRow(
+                ESCALATIONS,
+                msg.ticket_id,
+                EscalationEvent(
+                    correlation_id=msg.correlation_id,
+                    producer=PRODUCER,
+                    escalation_id=escalation_id_for(
+                        msg.ticket_id, EscalationReason.routed_to_l2.value, msg.message_id
                     ),
-                )
-            ],
+                    ticket_id=msg.ticket_id,
+                    conversation_id=msg.conversation_id,
+                    reason=EscalationReason.routed_to_l2,
+                    priority=priority,
+                    tier=tier,
+                    category=category,
+                    shop_id=msg.shop_id,
+                    channel=msg.channel,
+                    agent_id=agent_id,
+                    customer_ref=msg.customer.ref if msg.customer else None,
+                ),
+            )
         )
+    await enqueue(conn, PRODUCER, rows)  # type: ignore[arg-type]
     if released is not None:
         await fill_agent(conn, released, out)
     return out
