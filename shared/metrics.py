@@ -111,8 +111,8 @@ ROUTER_QUEUE_DEPTH = Gauge(
     "router_queue_depth", "Tickets waiting for an agent", ["tier"], registry=REGISTRY
 )
 # Age of the oldest waiting ticket, per tier.
-ROUTER_QUEUE_OLDEST_SECONDS = Gauge(
-    "router_queue_oldest_seconds",
+ROUTER_QUEUE_OLDEST_AGE_SECONDS = Gauge(
+    "router_queue_oldest_age_seconds",
     "Age of the oldest ticket waiting for an agent",
     ["tier"],
     registry=REGISTRY,

@@ -212,7 +212,7 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
                 for tier in Tier:
                     r = stats.get(tier.value)
                     metrics.ROUTER_QUEUE_DEPTH.labels(tier.value).set(r["depth"] if r else 0)
-                    metrics.ROUTER_QUEUE_OLDEST_SECONDS.labels(tier.value).set(
+                    metrics.ROUTER_QUEUE_OLDEST_AGE_SECONDS.labels(tier.value).set(
                         r["oldest_seconds"] if r else 0
                     )
             except Exception as exc:  # database away: try again next round

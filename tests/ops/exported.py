@@ -1,6 +1,5 @@
 """What the services really export, read from shared.metrics.REGISTRY at test time, so a
-metric added there counts at once; plus the few the ops artefacts rely on that other
-engineers register later (PENDING), each with why."""
+metric added there counts at once."""
 
 from __future__ import annotations
 
@@ -22,13 +21,6 @@ DASHBOARD = DEPLOY / "grafana" / "ticketflow.json"
 TARGET_LABELS = frozenset({"job", "instance"})
 # Series Prometheus itself makes for every target.
 PROMETHEUS_SERIES: dict[str, frozenset[str]] = {"up": frozenset()}
-# Named by issue 7 and the router's brief, registered by the router engineer: the router's
-# queue of tickets waiting for an agent, per tier. Once shared/metrics.py registers a name,
-# the registry's own labels are used instead of these.
-PENDING: dict[str, frozenset[str]] = {
-    "router_queue_depth": frozenset({"tier"}),  # tickets waiting for an agent, per tier
-    "router_queue_oldest_age_seconds": frozenset({"tier"}),  # age of the oldest of them
-}
 
 
 def exported() -> dict[str, frozenset[str]]:
@@ -36,7 +28,6 @@ def exported() -> dict[str, frozenset[str]]:
     histograms' ``_bucket``/``_sum``/``_count``/``_created``) with its label names
     (``le`` on ``_bucket``)."""
     out: dict[str, frozenset[str]] = {}
-    out.update({k: v for k, v in PENDING.items()})
     # prometheus_client keeps the sample names per collector in _names_to_collectors
     # (what it uses to refuse duplicates), and each metric's label names in _labelnames.
     for name, collector in metrics.REGISTRY._names_to_collectors.items():
