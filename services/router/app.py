@@ -11,7 +11,7 @@ from faststream.kafka import KafkaMessage
 from pydantic import ValidationError
 
 from services.router.admin import admin_router
-from services.router.domain import Decision, DecisionInput, decide
+from services.router.domain import Decision, DecisionInput, decide, default_classifier
 from services.router.roster import seed_if_empty
 from services.router.settings import RouterSettings
 from services.router.store import (
@@ -51,6 +51,9 @@ def count(out: Outcome) -> None:
 
 def build(settings: RouterSettings | None = None) -> FastAPI:
     settings = settings or RouterSettings()
+    # Load and validate the rules (and jieba's dictionary, a few seconds) now, at start-up:
+    # a bad rules file stops the router here, and no message waits for the loading.
+    default_classifier()
     runtime = Runtime(PRODUCER, settings, relay=True)
     broker = runtime.broker
     limits = settings.first_response_limits()
