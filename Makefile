@@ -76,10 +76,12 @@ fmt: $(STAMP) ## Format and fix imports
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+bench: bench-intake bench-router bench-sla bench-notifier ## Run every benchmark in turn; each prints its figures and its same-run baseline
+
 asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in shared/
 	$(BIN)/python -m shared.asyncapi docs/asyncapi.json
 
 clean: ## Remove the virtual environment and local stack data
 	rm -rf $(VENV) .local
 
-.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake bench-sla eval-router bench-router-decide bench-router
+.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake bench-sla eval-router bench-router-decide bench-router bench
