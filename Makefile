@@ -35,7 +35,7 @@ migrate: $(STAMP) ## Apply SQL migrations to DATABASE_URL
 
 test: $(STAMP) ensure-promtool ## Run lint, type checks and every test tier (unit, integration, e2e) except `slow`
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared services
+	$(BIN)/mypy shared services tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-ops: $(STAMP) ensure-promtool ## Prometheus rules (promtool check/test), dashboard metric names, compose structure
@@ -70,11 +70,14 @@ bench-router: bench-router-decide ## Benchmark: pure decisions/s, then end-to-en
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy shared services
+	$(BIN)/mypy shared services tools
 
 fmt: $(STAMP) ## Format and fix imports
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+demo: $(STAMP) ## Live demo against a running `make run`: simulated customers and agents, live view (RATE=2 msgs/s; Ctrl-C stops)
+	$(BIN)/python -m tools.demo --rate $(or $(RATE),2)
 
 bench: bench-intake bench-router bench-sla bench-notifier ## Run every benchmark in turn; each prints its figures and its same-run baseline
 
@@ -84,4 +87,4 @@ asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in sh
 clean: ## Remove the virtual environment and local stack data
 	rm -rf $(VENV) .local
 
-.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake bench-sla eval-router bench-router-decide bench-router bench
+.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake bench-sla eval-router bench-router-decide bench-router bench demo

@@ -1,0 +1,1 @@
+"""Operator tools: the demo traffic simulator and live view."""
