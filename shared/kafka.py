@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -90,19 +90,56 @@ def subscriber_options(group_id: str, tracker: AssignmentTracker) -> dict[str, A
     }
 
 
-async def publish_raw(
-    broker: KafkaBroker, topic: str, key: bytes | None, value: bytes, correlation_id: str | None
-) -> Awaitable[Any]:
-    """Hand a record to the producer; the returned future resolves on the broker's ack."""
-    fut: Awaitable[Any] = await broker.publish(
-        value,
-        topic,
-        key=key,
-        correlation_id=correlation_id,
-        headers={"content-type": "application/json"},
-        no_confirm=True,
-    )
-    return fut
+class RelayProducer:
+    """The outbox relay's producer: a plain aiokafka producer, started on first use and
+    restarted after a failed start, that sends pre-serialised records with the same
+    headers FastStream writes (``content-type``, ``correlation_id``), so FastStream
+    subscribers read them unchanged. The relay publishes thousands of rows a second and
+    FastStream's per-message publish machinery (command objects, middleware scopes) cost
+    intake about a tenth of its CPU; everything else publishes through the broker."""
+
+    def __init__(self, bootstrap_servers: str, service: str) -> None:
+        self._bootstrap = bootstrap_servers
+        self._client_id = f"ticketflow-{service}-relay"
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    client_id=self._client_id,
+                    acks="all",
+                    enable_idempotence=False,  # see make_broker
+                    linger_ms=1,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def publish(
+        self, topic: str, key: bytes | None, value: bytes, correlation_id: str | None
+    ) -> Awaitable[Any]:
+        """Hand a record to the producer; the returned future resolves on the broker's
+        ack (raises when the broker does not take it)."""
+        producer = await self._started()
+        headers = [("content-type", b"application/json")]
+        if correlation_id:
+            headers.append(("correlation_id", correlation_id.encode()))
+        fut: Awaitable[Any] = await producer.send(topic, value, key=key, headers=headers)
+        return fut
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
 
 
 async def publish_event(

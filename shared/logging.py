@@ -43,6 +43,8 @@ def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     )
     structlog.configure(
         processors=[
+            # First: a call below the configured level costs a level check, not a render.
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.processors.format_exc_info,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,

@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import metrics
 from shared.db import create_pool, ping
-from shared.kafka import AssignmentTracker, make_broker, publish_raw, update_lag
+from shared.kafka import AssignmentTracker, RelayProducer, make_broker, update_lag
 from shared.logging import get_logger, setup_logging
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
@@ -56,11 +56,11 @@ class Runtime:
         self.started = asyncio.Event()
         self._stopping = asyncio.Event()
         self.relay: OutboxRelay | None = None
+        self._relay_producer: RelayProducer | None = None
         if relay:
+            self._relay_producer = RelayProducer(settings.kafka_bootstrap_servers, name)
             self.relay = OutboxRelay(
-                settings.database_url.get_secret_value(),
-                name,
-                lambda topic, key, value, cid: publish_raw(self.broker, topic, key, value, cid),
+                settings.database_url.get_secret_value(), name, self._relay_producer.publish
             )
 
     # -- registration ---------------------------------------------------------------
@@ -163,6 +163,8 @@ class Runtime:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._relay_producer is not None:
+            await self._relay_producer.stop()
         if self._pool is not None:
             await self._pool.close()
         log.info("service stopped")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,11 +25,16 @@ from services.intake.settings import IntakeSettings
 from services.intake.store import accept
 from shared import metrics
 from shared.events import utcnow
-from shared.logging import correlation, get_logger
+from shared.logging import get_logger
 from shared.service import Runtime, create_app
 from shared.signing import SignatureError
 
 log = get_logger(__name__)
+
+
+def debug_log() -> bool:
+    return logging.getLogger(__name__).isEnabledFor(logging.DEBUG)
+
 
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
@@ -272,10 +278,11 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
             log.warning("database unavailable; refusing webhook", error=type(exc).__name__)
             return _tag(_unavailable("the event was not stored; retry later"), "unavailable")
         results = list(zip(events, news, strict=True))
-        for event, new in results:
-            with correlation(event.correlation_id):
-                log.info(
+        if debug_log():  # one line per webhook only when asked for (LOG_LEVEL=DEBUG)
+            for event, new in results:
+                log.debug(
                     "webhook accepted" if new else "duplicate webhook",
+                    correlation_id=event.correlation_id,
                     source=source,
                     kind=event.kind.value,
                     ticket_id=event.ticket_id,

@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from faststream.kafka import KafkaMessage
 
 from shared.events import SlaEvent
-from shared.kafka import make_broker, publish_raw
+from shared.kafka import RelayProducer, make_broker
 from shared.localstack import Broker, free_port
 from shared.outbox import OutboxRelay, OutboxRow, backlog, enqueue
 from shared.topics import SLA
@@ -45,11 +46,8 @@ async def test_relay_publishes_in_order_and_empties_the_outbox(infra, pool):
     ticket = uid("tkt")
     async with pool.acquire() as conn, conn.transaction():
         await enqueue(conn, producer, _events(ticket, 50))
-    broker = make_broker(infra.bootstrap, "test")
-    await broker.connect()
-    relay = OutboxRelay(
-        infra.dsn, producer, lambda t, k, v, c: publish_raw(broker, t, k, v, c), batch_size=20
-    )
+    out = RelayProducer(infra.bootstrap, "test")
+    relay = OutboxRelay(infra.dsn, producer, out.publish, batch_size=20)
     task = await _run_relay(relay)
     try:
         async with TopicReader(infra.bootstrap, SLA.name) as reader:
@@ -63,6 +61,38 @@ async def test_relay_publishes_in_order_and_empties_the_outbox(infra, pool):
     finally:
         relay.stop()
         await task
+        await out.stop()
+
+
+async def test_relayed_records_read_as_faststream_messages(infra, pool):
+    """The relay's plain producer writes the headers FastStream subscribers read: the
+    correlation id and the JSON content type (the body decodes as the event)."""
+    producer, ticket = uid("producer"), uid("tkt")
+    seen: list[tuple[str, dict[str, object]]] = []
+    done = asyncio.Event()
+    broker = make_broker(infra.bootstrap, "test")
+
+    @broker.subscriber(SLA.name, group_id=uid("g"), auto_offset_reset="earliest")  # type: ignore[untyped-decorator]
+    async def on_sla(body: dict[str, object], message: KafkaMessage) -> None:
+        if body.get("ticket_id") == ticket:
+            seen.append((message.correlation_id, body))
+            if len(seen) == 3:
+                done.set()
+
+    await broker.start()
+    out = RelayProducer(infra.bootstrap, "test")
+    relay = OutboxRelay(infra.dsn, producer, out.publish)
+    task = await _run_relay(relay)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, producer, _events(ticket, 3))
+        await asyncio.wait_for(done.wait(), 60)
+        assert [cid for cid, _ in seen] == [f"{ticket}-{i}" for i in range(3)]
+        assert all(body["kind"] == "started" for _, body in seen)
+    finally:
+        relay.stop()
+        await task
+        await out.stop()
         await broker.stop()
 
 
@@ -87,11 +117,8 @@ async def test_relay_waits_out_a_broker_outage_and_catches_up(infra, pool, tmp_p
     own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
     own.start()
     producer, ticket = uid("producer"), uid("tkt")
-    broker = make_broker(own.bootstrap, "test")
-    await broker.connect()
-    relay = OutboxRelay(
-        infra.dsn, producer, lambda t, k, v, c: publish_raw(broker, t, k, v, c), publish_timeout=2.0
-    )
+    out = RelayProducer(own.bootstrap, "test")
+    relay = OutboxRelay(infra.dsn, producer, out.publish, publish_timeout=2.0)
     task = await _run_relay(relay)
     try:
         own.stop()
@@ -111,5 +138,5 @@ async def test_relay_waits_out_a_broker_outage_and_catches_up(infra, pool, tmp_p
     finally:
         relay.stop()
         await task
-        await broker.stop()
+        await out.stop()
         own.stop()
