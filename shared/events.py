@@ -11,6 +11,7 @@ platform's pseudonymous customer id, a masked display reference and the VIP leve
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +25,7 @@ SCHEMA_VERSION = 1
 # Namespace for deterministic ids (uuid5): the same input always gives the same id, so a
 # redelivered webhook produces the same message id and ticket id everywhere downstream.
 _ID_NAMESPACE = uuid.UUID("6f1d3c1e-7a0b-4c52-9c3e-2f9d6a1b8e40")
+_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
 
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -36,19 +38,30 @@ def new_event_id() -> str:
     return str(uuid.uuid4())
 
 
+def uuid5_str(name: str) -> str:
+    """``str(uuid.uuid5(_ID_NAMESPACE, name))`` without building a ``UUID`` object (a
+    third of the cost; intake derives two ids per webhook). Equal by test."""
+    sha1 = hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False)  # RFC 4122
+    digest = bytearray(sha1.digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def message_id_for(source: str, source_event_id: str) -> str:
     """The message id of a webhook event: stable across redeliveries."""
-    return "msg-" + str(uuid.uuid5(_ID_NAMESPACE, f"msg:{source}:{source_event_id}"))
+    return "msg-" + uuid5_str(f"msg:{source}:{source_event_id}")
 
 
 def ticket_id_for(source: str, shop_id: str, conversation_id: str) -> str:
     """One ticket per conversation of a shop on a source; a reopen reuses it."""
-    return "tkt-" + str(uuid.uuid5(_ID_NAMESPACE, f"tkt:{source}:{shop_id}:{conversation_id}"))
+    return "tkt-" + uuid5_str(f"tkt:{source}:{shop_id}:{conversation_id}")
 
 
 def escalation_id_for(ticket_id: str, reason: str, occurrence: str) -> str:
     """Stable across retries so that receivers can drop repeats."""
-    return "esc-" + str(uuid.uuid5(_ID_NAMESPACE, f"esc:{ticket_id}:{reason}:{occurrence}"))
+    return "esc-" + uuid5_str(f"esc:{ticket_id}:{reason}:{occurrence}")
 
 
 class Channel(StrEnum):

@@ -198,7 +198,14 @@ class Runtime:
         return ok, checks
 
 
-def create_app(runtime: Runtime, *, title: str, description: str = "", **kwargs: Any) -> FastAPI:
+def create_app(
+    runtime: Runtime,
+    *,
+    title: str,
+    description: str = "",
+    app_class: type[FastAPI] = FastAPI,
+    **kwargs: Any,
+) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
@@ -207,7 +214,7 @@ def create_app(runtime: Runtime, *, title: str, description: str = "", **kwargs:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, description=description, lifespan=lifespan, **kwargs)
+    app = app_class(title=title, description=description, lifespan=lifespan, **kwargs)
     app.state.runtime = runtime
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")

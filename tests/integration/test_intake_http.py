@@ -350,3 +350,20 @@ async def test_429_when_the_event_loop_lags(service_env):
                 break
         body = is_problem(r, 429)
         assert "loop lag" in body["detail"]
+
+
+async def test_a_fault_of_ours_is_a_500_problem_and_counted(intake, monkeypatch):
+    """The webhook path runs outside FastAPI's error middleware: an unforeseen error of
+    intake's own still answers an RFC 9457 500 (nothing stored) and is counted."""
+    from services.intake.adapters.generic import GenericAdapter
+
+    def broken(self: object, body: bytes, headers: object) -> list[object]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(GenericAdapter, "parse", broken)
+    raw, headers = signed(generic_body())
+    async with httpx.AsyncClient(base_url=intake) as c:
+        r = await c.post("/v1/webhooks/generic", content=raw, headers=headers)
+        is_problem(r, 500)
+        m = (await c.get("/metrics")).text
+    assert 'intake_webhooks_total{outcome="error",source="generic"}' in m

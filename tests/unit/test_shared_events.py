@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared import asyncapi
@@ -105,3 +108,17 @@ def test_topic_registry_matches_the_contract() -> None:
 def test_committed_asyncapi_document_is_current() -> None:
     committed = (ROOT / "docs" / "asyncapi.json").read_text(encoding="utf-8")
     assert committed == asyncapi.render(), "run `make asyncapi` and commit docs/asyncapi.json"
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
+def test_fast_uuid5_equals_the_standard_library(name: str) -> None:
+    from shared.events import _ID_NAMESPACE, uuid5_str
+
+    assert uuid5_str(name) == str(uuid.uuid5(_ID_NAMESPACE, name))
+
+
+def test_ids_are_the_ones_already_issued() -> None:
+    """Ids are derived, not stored: a change of derivation would split a ticket in two."""
+    assert message_id_for("generic", "e1") == "msg-" + str(
+        uuid.uuid5(uuid.UUID("6f1d3c1e-7a0b-4c52-9c3e-2f9d6a1b8e40"), "msg:generic:e1")
+    )
