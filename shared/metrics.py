@@ -6,9 +6,24 @@ channels come from fixed vocabularies; never an id, a name or free text.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from typing import Final
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+# With several worker processes (INTAKE_WORKERS > 1, prometheus_client's multiprocess
+# mode: see ``metrics_text``) counters and histograms are summed over the workers and a
+# gauge shows the largest value among the live ones. One process: no effect.
+_GAUGE_MODE: Final = "livemax"
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _LATENESS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 3600)
@@ -35,17 +50,23 @@ CONSUMER_LAG = Gauge(
     "ticketflow_consumer_lag_messages",
     "Consumer lag in messages (high watermark minus position), summed over partitions",
     ["service", "topic"],
+    multiprocess_mode=_GAUGE_MODE,
     registry=REGISTRY,
 )
 # Rows waiting in a service's transactional outbox.
 OUTBOX_BACKLOG = Gauge(
-    "ticketflow_outbox_backlog", "Outbox rows not yet published", ["service"], registry=REGISTRY
+    "ticketflow_outbox_backlog",
+    "Outbox rows not yet published",
+    ["service"],
+    multiprocess_mode=_GAUGE_MODE,
+    registry=REGISTRY,
 )
 # Age of the oldest unpublished outbox row.
 OUTBOX_OLDEST_AGE = Gauge(
     "ticketflow_outbox_oldest_age_seconds",
     "Age of the oldest unpublished outbox row",
     ["service"],
+    multiprocess_mode=_GAUGE_MODE,
     registry=REGISTRY,
 )
 # Outbox rows published to Kafka by the relay.
@@ -70,7 +91,13 @@ DEADLETTERED = Counter(
     registry=REGISTRY,
 )
 # 1 when the service's dependencies answer (database, broker, consumers assigned).
-READY = Gauge("ticketflow_ready", "1 when the service is ready", ["service"], registry=REGISTRY)
+READY = Gauge(
+    "ticketflow_ready",
+    "1 when the service is ready",
+    ["service"],
+    multiprocess_mode=_GAUGE_MODE,
+    registry=REGISTRY,
+)
 
 # --- intake ------------------------------------------------------------------------
 # Webhooks by source adapter and outcome (accepted|duplicate|unauthorized|invalid|...).
@@ -87,7 +114,10 @@ INTAKE_REQUEST_SECONDS = Histogram(
 )
 # 1 while intake refuses new webhooks with 429 (outbox backlog or database latency bound).
 INTAKE_OVERLOADED = Gauge(
-    "intake_overloaded", "1 while intake sheds load with 429", registry=REGISTRY
+    "intake_overloaded",
+    "1 while intake sheds load with 429",
+    multiprocess_mode=_GAUGE_MODE,
+    registry=REGISTRY,
 )
 
 # --- router ------------------------------------------------------------------------
@@ -108,13 +138,18 @@ ROUTER_DECISION_SECONDS = Histogram(
 
 # Open tickets waiting for an agent, per tier.
 ROUTER_QUEUE_DEPTH = Gauge(
-    "router_queue_depth", "Tickets waiting for an agent", ["tier"], registry=REGISTRY
+    "router_queue_depth",
+    "Tickets waiting for an agent",
+    ["tier"],
+    multiprocess_mode=_GAUGE_MODE,
+    registry=REGISTRY,
 )
 # Age of the oldest waiting ticket, per tier.
 ROUTER_QUEUE_OLDEST_AGE_SECONDS = Gauge(
     "router_queue_oldest_age_seconds",
     "Age of the oldest ticket waiting for an agent",
     ["tier"],
+    multiprocess_mode=_GAUGE_MODE,
     registry=REGISTRY,
 )
 # Tickets given to an agent (new, from the queue, or after an escalation).
@@ -136,7 +171,13 @@ SLA_WARNINGS = Counter("sla_warnings_total", "SLA warnings", ["sla"], registry=R
 # Clocks met (stopped by a reply or resolution before the deadline).
 SLA_MET = Counter("sla_met_total", "SLA clocks met in time", ["sla"], registry=REGISTRY)
 # Clocks now running.
-SLA_OPEN_CLOCKS = Gauge("sla_open_clocks", "Running SLA clocks", ["sla"], registry=REGISTRY)
+SLA_OPEN_CLOCKS = Gauge(
+    "sla_open_clocks",
+    "Running SLA clocks",
+    ["sla"],
+    multiprocess_mode=_GAUGE_MODE,
+    registry=REGISTRY,
+)
 # Emit time minus deadline of each breach.
 SLA_BREACH_LATENESS = Histogram(
     "sla_breach_lateness_seconds",
@@ -177,7 +218,11 @@ NOTIFIER_QUEUED = Counter(
 )
 # Deliveries waiting in the queue now, by configured channel name (names come from config).
 NOTIFIER_QUEUE_DEPTH = Gauge(
-    "notifier_queue_depth", "Deliveries pending", ["channel"], registry=REGISTRY
+    "notifier_queue_depth",
+    "Deliveries pending",
+    ["channel"],
+    multiprocess_mode=_GAUGE_MODE,
+    registry=REGISTRY,
 )
 # Escalations folded into a digest because they outran the channel's rate.
 NOTIFIER_DIGESTED = Counter(
@@ -205,12 +250,14 @@ NOTIFIER_ACKS = Counter(
 NOTIFIER_UNACKED = Gauge(
     "notifier_unacknowledged_escalations",
     "Routed escalations not yet acknowledged or resolved",
+    multiprocess_mode=_GAUGE_MODE,
     registry=REGISTRY,
 )
 # Age of the oldest of them.
 NOTIFIER_UNACKED_OLDEST = Gauge(
     "notifier_unacknowledged_oldest_seconds",
     "Age of the oldest unacknowledged escalation",
+    multiprocess_mode=_GAUGE_MODE,
     registry=REGISTRY,
 )
 # From the escalation event's time to the first delivery attempt of a level-1 notice.
@@ -221,3 +268,19 @@ NOTIFIER_FIRST_ATTEMPT_SECONDS = Histogram(
     buckets=_LATENCY,
     registry=REGISTRY,
 )
+
+
+def metrics_text() -> bytes:
+    """The exposition of this process, or of every worker process when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set (uvicorn workers writing to shared files)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def process_stopped() -> None:
+    """A worker leaving: its live gauges stop counting (multiprocess mode only)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -19,7 +19,7 @@ import asyncpg
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared import metrics
 from shared.db import create_pool, ping
@@ -167,6 +167,7 @@ class Runtime:
             await self._relay_producer.stop()
         if self._pool is not None:
             await self._pool.close()
+        metrics.process_stopped()
         log.info("service stopped")
 
     # -- probes -----------------------------------------------------------------------
@@ -231,7 +232,7 @@ def create_app(
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
