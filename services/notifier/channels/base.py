@@ -100,3 +100,21 @@ class Channel(ABC):
 
     @abstractmethod
     async def send(self, client: httpx.AsyncClient, notice: Notice, now: float) -> Result: ...
+
+
+class SignedGroupBot(Channel, ABC):
+    """A group chat robot reached by a webhook URL with an optional signing secret, that
+    can @-mention people or everyone (DingTalk, Feishu/Lark)."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        secret: str | None,
+        mention: list[str] | None = None,
+        mention_all: bool = False,
+        **kw: Any,
+    ) -> None:
+        super().__init__(name, **kw)
+        self.url, self.secret = url, secret
+        self.mention, self.mention_all = mention or [], mention_all

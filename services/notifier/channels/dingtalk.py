@@ -16,7 +16,13 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from services.notifier.channels.base import Channel, Result, classify_errcode, clip_utf8, post
+from services.notifier.channels.base import (
+    Result,
+    SignedGroupBot,
+    classify_errcode,
+    clip_utf8,
+    post,
+)
 from services.notifier.messages import Notice
 
 RATE_LIMITED = frozenset({130101})
@@ -47,21 +53,8 @@ def dingtalk_body(notice: Notice, mention: list[str], mention_all: bool) -> dict
     }
 
 
-class DingTalkRobot(Channel):
+class DingTalkRobot(SignedGroupBot):
     kind = "dingtalk"
-
-    def __init__(
-        self,
-        name: str,
-        url: str,
-        secret: str | None,
-        mention: list[str] | None = None,
-        mention_all: bool = False,
-        **kw: Any,
-    ) -> None:
-        super().__init__(name, **kw)
-        self.url, self.secret = url, secret
-        self.mention, self.mention_all = mention or [], mention_all
 
     async def send(self, client: httpx.AsyncClient, notice: Notice, now: float) -> Result:
         body = orjson.dumps(dingtalk_body(notice, self.mention, self.mention_all))

@@ -16,7 +16,13 @@ from typing import Any
 import httpx
 import orjson
 
-from services.notifier.channels.base import Channel, Result, classify_errcode, clip_utf8, post
+from services.notifier.channels.base import (
+    Result,
+    SignedGroupBot,
+    classify_errcode,
+    clip_utf8,
+    post,
+)
 from services.notifier.messages import Notice
 
 RATE_LIMITED = frozenset({11232})
@@ -45,21 +51,8 @@ def feishu_body(
     return body
 
 
-class FeishuBot(Channel):
+class FeishuBot(SignedGroupBot):
     kind = "feishu"
-
-    def __init__(
-        self,
-        name: str,
-        url: str,
-        secret: str | None,
-        mention: list[str] | None = None,
-        mention_all: bool = False,
-        **kw: Any,
-    ) -> None:
-        super().__init__(name, **kw)
-        self.url, self.secret = url, secret
-        self.mention, self.mention_all = mention or [], mention_all
 
     async def send(self, client: httpx.AsyncClient, notice: Notice, now: float) -> Result:
         body = orjson.dumps(feishu_body(notice, self.secret, now, self.mention, self.mention_all))
