@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import Counter
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI
 from faststream.kafka import KafkaMessage
 from pydantic import ValidationError
@@ -21,7 +24,7 @@ from services.router.store import (
     escalate,
     fill_all,
     queue_stats,
-    record_decision_in,
+    record_decisions_in,
     set_status_in,
 )
 from shared import metrics
@@ -33,12 +36,22 @@ from shared.events import (
     MessageKind,
     Tier,
 )
-from shared.kafka import consume, publish_event, subscriber_options
+from shared.kafka import PermanentError, consume, publish_event, subscriber_options
 from shared.logging import correlation, get_logger
 from shared.service import Runtime, create_app
 from shared.topics import DEADLETTER, ESCALATIONS, MESSAGES
 
 log = get_logger(__name__)
+
+
+POISON = (asyncpg.DataError, PermanentError)
+"""Faults of the message itself (PostgreSQL refuses a value): retrying cannot help."""
+
+
+async def _raw_records(msg: Any) -> None:
+    """Batch decoder that decodes nothing: ``handle_batch`` validates the raw records
+    itself, so FastStream's per-record JSON decoding would be wasted work."""
+    del msg
 
 
 def count(out: Outcome) -> None:
@@ -57,6 +70,7 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
     runtime = Runtime(PRODUCER, settings, relay=True)
     broker = runtime.broker
     limits = settings.first_response_limits()
+    std_log = logging.getLogger(__name__)
 
     def decision_for(msg: MessageEvent) -> Decision:
         started = time.perf_counter()
@@ -72,18 +86,35 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         metrics.ROUTER_DECISION_SECONDS.observe(time.perf_counter() - started)
         return decision
 
-    async def apply(conn: Conn, msg: MessageEvent) -> tuple[str, Outcome | None]:
-        """The effects of one message inside the caller's transaction: (outcome, Outcome)."""
-        if msg.kind is MessageKind.ticket_resolved:
-            return "ok", await set_status_in(conn, msg.ticket_id, resolved=True)
-        if msg.kind is MessageKind.ticket_reopened:
-            return "ok", await set_status_in(conn, msg.ticket_id, resolved=False)
-        if msg.author_role is not AuthorRole.customer or not msg.text:
-            return "ignored", None
-        out = await record_decision_in(conn, msg, decision_for(msg), limits)
-        return ("duplicate", None) if out is None else ("ok", out)
+    async def apply(conn: Conn, events: list[MessageEvent]) -> list[tuple[str, Outcome | None]]:
+        """The effects of messages, in order, inside the caller's transaction.
 
-    def committed(out: Outcome | None) -> None:
+        Customer messages are decided and recorded as sets (a fixed number of statements
+        per run of messages, see ``record_decisions_in``); a resolve or reopen is applied
+        where it stands, so every ticket sees its own events in order."""
+        results: list[tuple[str, Outcome | None]] = [("ignored", None)] * len(events)
+        run: list[int] = []
+
+        async def flush() -> None:
+            if not run:
+                return
+            items = [(events[i], decision_for(events[i])) for i in run]
+            outs = await record_decisions_in(conn, items, limits)
+            for i, out in zip(run, outs, strict=True):
+                results[i] = ("duplicate", None) if out is None else ("ok", out)
+            run.clear()
+
+        for i, msg in enumerate(events):
+            if msg.kind in (MessageKind.ticket_resolved, MessageKind.ticket_reopened):
+                await flush()
+                resolved = msg.kind is MessageKind.ticket_resolved
+                results[i] = ("ok", await set_status_in(conn, msg.ticket_id, resolved=resolved))
+            elif msg.author_role is AuthorRole.customer and msg.text:
+                run.append(i)
+        await flush()
+        return results
+
+    def committed(out: Outcome | None, correlation_id: str | None) -> None:
         """Metrics and log of a committed message."""
         if out is None:
             return
@@ -94,20 +125,22 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         metrics.ROUTER_DECISIONS.labels(
             routed.priority.value, routed.tier.value, routed.category.value
         ).inc()
-        log.info(
-            "routed",
-            ticket_id=routed.ticket_id,
-            category=routed.category.value,
-            priority=routed.priority.value,
-            tier=routed.tier.value,
-            queue=routed.queue,
-            agent_id=routed.agent_id,
-        )
+        if std_log.isEnabledFor(logging.INFO):  # cached by logging: a dict lookup
+            log.info(
+                "routed",
+                correlation_id=correlation_id,
+                ticket_id=routed.ticket_id,
+                category=routed.category.value,
+                priority=routed.priority.value,
+                tier=routed.tier.value,
+                queue=routed.queue,
+                agent_id=routed.agent_id,
+            )
 
     async def handle(msg: MessageEvent) -> str:
         async with runtime.pool.acquire() as conn, conn.transaction():
-            outcome, out = await apply(conn, msg)
-        committed(out)
+            [(outcome, out)] = await apply(conn, [msg])
+        committed(out, msg.correlation_id)
         return outcome
 
     async def handle_batch(message: KafkaMessage) -> None:
@@ -119,30 +152,42 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         raw = message.raw_message
         records = raw if isinstance(raw, tuple) else (raw,)
         events: list[MessageEvent] = []
+        valid: list[Any] = []
         for rec in records:
             try:
                 events.append(MessageEvent.model_validate_json(rec.value or b""))
+                valid.append(rec)
             except ValidationError as exc:
-                await deadletter_record(rec, str(exc))
+                await deadletter_record(rec, str(exc), "invalid_schema")
         try:
             async with runtime.pool.acquire() as conn, conn.transaction():
-                results = [await apply(conn, ev) for ev in events]
+                results = await apply(conn, events)
         except Exception as exc:
             log.warning("batch failed; one transaction per message", error=repr(exc))
-            for ev in events:
+            for ev, rec in zip(events, valid, strict=True):
                 with correlation(ev.correlation_id):
-                    outcome = await handle(ev)  # raises on a transient fault: redelivered
+                    try:
+                        outcome = await handle(ev)
+                    except POISON as bad:
+                        # The message itself can never be stored (e.g. a NUL character
+                        # PostgreSQL refuses): dead-letter it, go on with the others.
+                        log.warning("message dead-lettered", error=repr(bad))
+                        await deadletter_record(rec, repr(bad), "unprocessable")
+                        continue
+                    # any other fault (database away, deadlock) raises: redelivered
                 metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, outcome).inc()
             return
+        outcomes: Counter[str] = Counter()
         for (outcome, out), ev in zip(results, events, strict=True):
-            with correlation(ev.correlation_id):
-                committed(out)
-            metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, outcome).inc()
+            committed(out, ev.correlation_id)
+            outcomes[outcome] += 1
+        for outcome, n in outcomes.items():
+            metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, outcome).inc(n)
         metrics.PROCESSING_SECONDS.labels(PRODUCER, MESSAGES.name).observe(
             time.perf_counter() - started
         )
 
-    async def deadletter_record(rec: Any, error: str) -> None:
+    async def deadletter_record(rec: Any, error: str, reason: str) -> None:
         key = rec.key.decode(errors="replace") if isinstance(rec.key, bytes) else None
         value = rec.value or b""
         await publish_event(
@@ -155,12 +200,12 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
                 original_topic=rec.topic,
                 original_key=key,
                 service=PRODUCER,
-                reason="invalid_schema",
+                reason=reason,
                 error=error[:4000],
                 payload=value.decode("utf-8", errors="replace")[:1_000_000],
             ),
         )
-        metrics.DEADLETTERED.labels(PRODUCER, "invalid_schema").inc()
+        metrics.DEADLETTERED.labels(PRODUCER, reason).inc()
         metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, "deadletter").inc()
 
     async def handle_escalation(ev: EscalationEvent) -> str:
@@ -180,6 +225,7 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
             batch=True,
             max_records=settings.batch_max_records,
             batch_timeout_ms=settings.batch_timeout_ms,
+            decoder=_raw_records,  # the handler parses the records itself
             **subscriber_options(settings.group_id, runtime.tracker()),
         )
         async def on_messages(message: KafkaMessage) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from services.router.assignment import (
@@ -27,9 +29,11 @@ from shared.events import (
     Priority,
     RoutedEvent,
     Tier,
+    dump,
     escalation_id_for,
     new_event_id,
     utcnow,
+    uuid5_str,
 )
 from shared.outbox import OutboxRow, enqueue
 from shared.topics import ESCALATIONS, ROUTED
@@ -220,159 +224,319 @@ async def record_decision_in(
     decision: Decision,
     limits: dict[Priority, float],
 ) -> Outcome | None:
-    current = await conn.fetchrow(
-        "SELECT status, priority, tier, agent_id, last_agent_id, due_at, escalated"
-        " FROM router_tickets WHERE ticket_id = $1 FOR UPDATE",
-        msg.ticket_id,
+    """One message inside the caller's transaction (``record_decisions_in`` of one)."""
+    return (await record_decisions_in(conn, [(msg, decision)], limits))[0]
+
+
+def _waves(tickets: Sequence[str]) -> list[list[int]]:
+    """Split positions into waves in which each ticket appears once, keeping each ticket's
+    order (its k-th message goes to wave k): a wave is applied as one set."""
+    waves: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, ticket in enumerate(tickets):
+        k = seen.get(ticket, 0)
+        seen[ticket] = k + 1
+        if k == len(waves):
+            waves.append([])
+        waves[k].append(i)
+    return waves
+
+
+async def record_decisions_in(
+    conn: Conn,
+    items: Sequence[tuple[MessageEvent, Decision]],
+    limits: dict[Priority, float],
+) -> list[Outcome | None]:
+    """Persist many decisions, assign or queue their tickets and queue their events, inside
+    the caller's transaction, with a fixed number of statements per wave (not per message).
+
+    The result is aligned with ``items``: None for a message decided before (redelivery).
+    Messages of the same ticket are applied in order (one per wave), so the result is the
+    same as applying the messages one by one.
+    """
+    results: list[Outcome | None] = [None] * len(items)
+    for wave in _waves([m.ticket_id for m, _ in items]):
+        outs = await _record_wave(conn, [items[i] for i in wave], limits)
+        for i, out in zip(wave, outs, strict=True):
+            results[i] = out
+    return results
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One new message of a wave while it is applied."""
+
+    msg: MessageEvent
+    decision: Decision
+    priority: Priority
+    tier: Tier
+    queue: str
+    due: datetime
+    reasons: list[str]
+    skills: list[str]
+    sticky: str | None
+    agent_id: str | None
+    released: str | None = None
+    newly_assigned: bool = False
+
+
+async def _record_wave(
+    conn: Conn,
+    items: Sequence[tuple[MessageEvent, Decision]],
+    limits: dict[Priority, float],
+) -> list[Outcome | None]:
+    """Messages of distinct tickets as one set (see ``record_decisions_in``)."""
+    # 1. The tickets' current state, locked in a fixed order (two instances never deadlock
+    #    on each other's ticket locks).
+    rows = await conn.fetch(
+        "SELECT ticket_id, status, priority, tier, agent_id, last_agent_id, due_at"
+        " FROM router_tickets WHERE ticket_id = ANY($1::text[]) ORDER BY ticket_id FOR UPDATE",
+        [m.ticket_id for m, _ in items],
     )
-    priority, tier, category = decision.priority, decision.tier, decision.category
-    reasons = list(decision.reasons)
-    is_open = current is not None and current["status"] == "open"
-    agent_id: str | None = None
-    sticky: str | None = None
-    due: datetime = due_at(msg.received_at, priority, limits)
-    if current is not None:
-        sticky = current["agent_id"] or current["last_agent_id"]
-    if current is not None and is_open:
-        # An open ticket never loses urgency or tier because of a calmer follow-up.
-        if PRIORITY_RANK[Priority(current["priority"])] < PRIORITY_RANK[priority]:
-            priority = Priority(current["priority"])
-            reasons.append(f"kept priority {priority.value} of the open ticket")
-        if _TIER_RANK[Tier(current["tier"])] > _TIER_RANK[tier]:
-            tier = Tier(current["tier"])
-            reasons.append(f"kept tier {tier.value} of the open ticket")
-        agent_id = current["agent_id"]
-        if current["due_at"] is not None:
-            due = min(current["due_at"], due_at(msg.received_at, priority, limits))
-    queue = f"{tier.value}.{priority.value}"
-    inserted = await conn.fetchval(
-        "INSERT INTO router_decisions (message_id, ticket_id, message_event_id, category,"
-        " priority, tier, queue, agent_id, reasons) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
-        " ON CONFLICT (message_id) DO NOTHING RETURNING 1",
-        msg.message_id,
-        msg.ticket_id,
-        msg.source_event_id,
-        category.value,
-        priority.value,
-        tier.value,
-        queue,
-        agent_id,
-        reasons,
-    )
-    if inserted is None:
-        return None
-    out = Outcome()
-    skills = list(required_skills(category, getattr(decision, "skills", ())))
-    if agent_id is not None and tier is not Tier(current["tier"] if current else tier.value):
-        # The ticket moved to another tier: its agent gives it up.
-        await _release(conn, agent_id)
-        await _history(
-            conn,
-            msg.ticket_id,
-            "released",
-            from_agent=agent_id,
-            tier=tier,
-            detail=f"moved to tier {tier.value}",
-        )
-        released: str | None = agent_id
-        agent_id = None
-    else:
-        released = None
-    newly_assigned = False
-    if agent_id is None:
-        agent_id = await try_assign(conn, tier, skills, sticky)
-        newly_assigned = agent_id is not None
-        if agent_id is not None:
-            why = " (held the conversation before)" if agent_id == sticky else ""
-            reasons.append(f"assigned to {agent_id}{why}")
-        else:
-            reasons.append(f"waiting in queue {queue}: no free {tier.value} agent with the skills")
-    routed = RoutedEvent(
-        correlation_id=msg.correlation_id,
-        producer=PRODUCER,
-        ticket_id=msg.ticket_id,
-        conversation_id=msg.conversation_id,
-        message_event_id=msg.source_event_id,
-        message_id=msg.message_id,
-        shop_id=msg.shop_id,
-        channel=msg.channel,
-        category=category,
-        priority=priority,
-        tier=tier,
-        queue=queue,
-        agent_id=agent_id,
-        reasons=reasons,
-        risk_signals=decision.risk_signals,
-        sentiment=decision.sentiment,
-        vip_level=msg.customer.vip_level if msg.customer else 0,
-        customer_ref=msg.customer.ref if msg.customer else None,
-        message_received_at=msg.received_at,
-    )
-    out.routed = routed
-    await conn.execute(
-        "INSERT INTO router_tickets (ticket_id, conversation_id, shop_id, channel, category,"
-        " priority, tier, queue, agent_id, skills, priority_rank, due_at, queued_at,"
-        " assigned_at, last_agent_id, last_routed)"
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12, now(),"
-        " CASE WHEN $9::text IS NULL THEN NULL ELSE now() END, $9, $13)"
-        " ON CONFLICT (ticket_id) DO UPDATE SET status = 'open', category = EXCLUDED.category,"
-        " priority = EXCLUDED.priority, tier = EXCLUDED.tier, queue = EXCLUDED.queue,"
-        " agent_id = EXCLUDED.agent_id, skills = EXCLUDED.skills,"
-        " priority_rank = EXCLUDED.priority_rank, due_at = EXCLUDED.due_at,"
-        " queued_at = CASE WHEN router_tickets.status = 'open' THEN router_tickets.queued_at"
-        "   ELSE now() END,"
-        " assigned_at = CASE WHEN EXCLUDED.agent_id IS DISTINCT FROM router_tickets.agent_id"
-        "   THEN EXCLUDED.assigned_at ELSE router_tickets.assigned_at END,"
-        " last_agent_id = COALESCE(EXCLUDED.agent_id, router_tickets.last_agent_id),"
-        " last_routed = EXCLUDED.last_routed, updated_at = now()",
-        msg.ticket_id,
-        msg.conversation_id,
-        msg.shop_id,
-        msg.channel.value,
-        category.value,
-        priority.value,
-        tier.value,
-        queue,
-        agent_id,
-        skills,
-        priority_rank(priority),
-        due,
-        routed.model_dump(mode="json"),
-    )
-    if newly_assigned and agent_id is not None:
-        await _history(conn, msg.ticket_id, "assigned", agent_id=agent_id, tier=tier)
-        out.assigned.append((msg.ticket_id, agent_id, tier))
-    elif agent_id is None:
-        await _history(conn, msg.ticket_id, "queued", tier=tier, detail=queue)
-    rows = [OutboxRow(ROUTED, msg.ticket_id, routed)]
-    if tier is Tier.L2 and priority is Priority.urgent:
-        rows.append(
-            OutboxRow(
-                ESCALATIONS,
-                msg.ticket_id,
-                EscalationEvent(
-                    correlation_id=msg.correlation_id,
-                    producer=PRODUCER,
-                    escalation_id=escalation_id_for(
-                        msg.ticket_id, EscalationReason.routed_to_l2.value, msg.message_id
-                    ),
-                    ticket_id=msg.ticket_id,
-                    conversation_id=msg.conversation_id,
-                    reason=EscalationReason.routed_to_l2,
-                    priority=priority,
-                    tier=tier,
-                    category=category,
-                    shop_id=msg.shop_id,
-                    channel=msg.channel,
-                    agent_id=agent_id,
-                    customer_ref=msg.customer.ref if msg.customer else None,
-                ),
+    current = {r["ticket_id"]: r for r in rows}
+    pend: list[_Pending] = []
+    for msg, decision in items:
+        cur = current.get(msg.ticket_id)
+        priority, tier = decision.priority, decision.tier
+        reasons = list(decision.reasons)
+        agent_id: str | None = None
+        sticky: str | None = None
+        due: datetime = due_at(msg.received_at, priority, limits)
+        if cur is not None:
+            sticky = cur["agent_id"] or cur["last_agent_id"]
+        if cur is not None and cur["status"] == "open":
+            # An open ticket never loses urgency or tier because of a calmer follow-up.
+            if PRIORITY_RANK[Priority(cur["priority"])] < PRIORITY_RANK[priority]:
+                priority = Priority(cur["priority"])
+                reasons.append(f"kept priority {priority.value} of the open ticket")
+            if _TIER_RANK[Tier(cur["tier"])] > _TIER_RANK[tier]:
+                tier = Tier(cur["tier"])
+                reasons.append(f"kept tier {tier.value} of the open ticket")
+            agent_id = cur["agent_id"]
+            if cur["due_at"] is not None:
+                due = min(cur["due_at"], due_at(msg.received_at, priority, limits))
+        pend.append(
+            _Pending(
+                msg=msg,
+                decision=decision,
+                priority=priority,
+                tier=tier,
+                queue=f"{tier.value}.{priority.value}",
+                due=due,
+                reasons=reasons,
+                skills=list(required_skills(decision.category, decision.skills)),
+                sticky=sticky,
+                agent_id=agent_id,
             )
         )
-    await enqueue(conn, PRODUCER, rows)  # type: ignore[arg-type]
-    if released is not None:
-        await fill_agent(conn, released, out)
-    return out
+    # 2. The decisions, deduplicated by message id: a redelivered message stops here.
+    inserted = await conn.fetch(
+        "INSERT INTO router_decisions (message_id, ticket_id, message_event_id, category,"
+        " priority, tier, queue, agent_id, reasons)"
+        " SELECT m, t, e, c, p, r, q, a, j::jsonb FROM unnest($1::text[], $2::text[],"
+        " $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])"
+        " AS u(m, t, e, c, p, r, q, a, j)"
+        " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+        [p.msg.message_id for p in pend],
+        [p.msg.ticket_id for p in pend],
+        [p.msg.source_event_id for p in pend],
+        [p.decision.category.value for p in pend],
+        [p.priority.value for p in pend],
+        [p.tier.value for p in pend],
+        [p.queue for p in pend],
+        [p.agent_id for p in pend],
+        [orjson.dumps(p.reasons).decode() for p in pend],
+    )
+    new_ids = {r["message_id"] for r in inserted}
+    todo = [p for p in pend if p.msg.message_id in new_ids]
+    results: dict[str, Outcome] = {p.msg.message_id: Outcome() for p in todo}
+    # 3. A ticket that moved to another tier: its agent gives it up (rare; one by one).
+    for p in todo:
+        cur = current.get(p.msg.ticket_id)
+        if p.agent_id is not None and cur is not None and p.tier is not Tier(cur["tier"]):
+            await _release(conn, p.agent_id)
+            await _history(
+                conn,
+                p.msg.ticket_id,
+                "released",
+                from_agent=p.agent_id,
+                tier=p.tier,
+                detail=f"moved to tier {p.tier.value}",
+            )
+            p.released, p.agent_id = p.agent_id, None
+    # 4. Assignment of every ticket without an agent against the roster.
+    await _assign_many(conn, [p for p in todo if p.agent_id is None])
+    # 5. The tickets, their history and their events, one statement each.
+    routed: list[str] = []  # the events' JSON, kept as the ticket's last_routed
+    outbox: list[tuple[str, str, bytes, str]] = []
+    history: list[tuple[str, str, str | None, str, str]] = []
+    for p in todo:
+        msg = p.msg
+        if p.newly_assigned:
+            why = " (held the conversation before)" if p.agent_id == p.sticky else ""
+            p.reasons.append(f"assigned to {p.agent_id}{why}")
+            history.append((msg.ticket_id, "assigned", p.agent_id, p.tier.value, ""))
+        elif p.agent_id is None:
+            p.reasons.append(
+                f"waiting in queue {p.queue}: no free {p.tier.value} agent with the skills"
+            )
+            history.append((msg.ticket_id, "queued", None, p.tier.value, p.queue))
+        ev = RoutedEvent(
+            # The routed event of a message is one event, whoever decides it (stable id).
+            event_id=uuid5_str(f"routed:{msg.message_id}"),
+            correlation_id=msg.correlation_id,
+            producer=PRODUCER,
+            ticket_id=msg.ticket_id,
+            conversation_id=msg.conversation_id,
+            message_event_id=msg.source_event_id,
+            message_id=msg.message_id,
+            shop_id=msg.shop_id,
+            channel=msg.channel,
+            category=p.decision.category,
+            priority=p.priority,
+            tier=p.tier,
+            queue=p.queue,
+            agent_id=p.agent_id,
+            reasons=p.reasons,
+            risk_signals=p.decision.risk_signals,
+            sentiment=p.decision.sentiment,
+            vip_level=msg.customer.vip_level if msg.customer else 0,
+            customer_ref=msg.customer.ref if msg.customer else None,
+            message_received_at=msg.received_at,
+        )
+        payload = dump(ev)
+        routed.append(payload.decode())
+        out = results[msg.message_id]
+        out.routed = ev
+        if p.newly_assigned and p.agent_id is not None:
+            out.assigned.append((msg.ticket_id, p.agent_id, p.tier))
+        outbox.append((ROUTED.name, msg.ticket_id, payload, msg.correlation_id))
+        if p.tier is Tier.L2 and p.priority is Priority.urgent:
+            esc = EscalationEvent(
+                event_id=uuid5_str(f"routed-esc:{msg.message_id}"),
+                correlation_id=msg.correlation_id,
+                producer=PRODUCER,
+                escalation_id=escalation_id_for(
+                    msg.ticket_id, EscalationReason.routed_to_l2.value, msg.message_id
+                ),
+                ticket_id=msg.ticket_id,
+                conversation_id=msg.conversation_id,
+                reason=EscalationReason.routed_to_l2,
+                priority=p.priority,
+                tier=p.tier,
+                category=p.decision.category,
+                shop_id=msg.shop_id,
+                channel=msg.channel,
+                agent_id=p.agent_id,
+                customer_ref=msg.customer.ref if msg.customer else None,
+            )
+            outbox.append((ESCALATIONS.name, msg.ticket_id, dump(esc), msg.correlation_id))
+    if todo:
+        await conn.execute(
+            "INSERT INTO router_tickets AS t (ticket_id, conversation_id, shop_id, channel,"
+            " category, priority, tier, queue, agent_id, skills, priority_rank, due_at,"
+            " queued_at, assigned_at, last_agent_id, last_routed)"
+            " SELECT u.ticket_id, u.conversation_id, u.shop_id, u.channel, u.category,"
+            " u.priority, u.tier, u.queue, u.agent_id,"
+            " COALESCE(string_to_array(NULLIF(u.skills, ''), ','), '{}'), u.rank, u.due,"
+            " now(), CASE WHEN u.agent_id IS NULL THEN NULL ELSE now() END, u.agent_id,"
+            " u.routed::jsonb"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int[],"
+            " $12::timestamptz[], $13::text[]) AS u(ticket_id, conversation_id, shop_id,"
+            " channel, category, priority, tier, queue, agent_id, skills, rank, due, routed)"
+            " ON CONFLICT (ticket_id) DO UPDATE SET status = 'open',"
+            " category = EXCLUDED.category, priority = EXCLUDED.priority,"
+            " tier = EXCLUDED.tier, queue = EXCLUDED.queue, agent_id = EXCLUDED.agent_id,"
+            " skills = EXCLUDED.skills, priority_rank = EXCLUDED.priority_rank,"
+            " due_at = EXCLUDED.due_at,"
+            " queued_at = CASE WHEN t.status = 'open' THEN t.queued_at ELSE now() END,"
+            " assigned_at = CASE WHEN EXCLUDED.agent_id IS DISTINCT FROM t.agent_id"
+            "   THEN EXCLUDED.assigned_at ELSE t.assigned_at END,"
+            " last_agent_id = COALESCE(EXCLUDED.agent_id, t.last_agent_id),"
+            " last_routed = EXCLUDED.last_routed, updated_at = now()",
+            [p.msg.ticket_id for p in todo],
+            [p.msg.conversation_id for p in todo],
+            [p.msg.shop_id for p in todo],
+            [p.msg.channel.value for p in todo],
+            [p.decision.category.value for p in todo],
+            [p.priority.value for p in todo],
+            [p.tier.value for p in todo],
+            [p.queue for p in todo],
+            [p.agent_id for p in todo],
+            [",".join(p.skills) for p in todo],
+            [priority_rank(p.priority) for p in todo],
+            [p.due for p in todo],
+            routed,
+        )
+    if history:
+        await conn.execute(
+            "INSERT INTO router_history (ticket_id, action, agent_id, tier, detail)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
+            *map(list, zip(*history, strict=True)),
+        )
+    if outbox:
+        await conn.execute(
+            "INSERT INTO outbox (producer, topic, key, payload, correlation_id)"
+            " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[])",
+            PRODUCER,
+            *map(list, zip(*outbox, strict=True)),
+        )
+    for p in todo:
+        if p.released is not None:
+            await fill_agent(conn, p.released, results[p.msg.message_id])
+    return [results.get(p.msg.message_id) for p in pend]
+
+
+async def _assign_many(conn: Conn, pend: Sequence[_Pending]) -> None:
+    """Give each ticket the best free agent, in order, like ``try_assign`` one by one.
+
+    The roster rows of the tiers wanted are locked in agent-id order (so two router
+    instances queue behind each other instead of deadlocking), the plan is made on the
+    locked, current loads, and one conditional UPDATE takes the slots; PostgreSQL's
+    ``load + n <= capacity`` guard and CHECK constraint still refuse any overshoot.
+    """
+    if not pend:
+        return
+    tiers = sorted({p.tier.value for p in pend})
+    rows = await conn.fetch(
+        "SELECT agent_id, tier, skills, capacity, load, presence FROM router_agents"
+        " WHERE tier = ANY($1::text[]) AND presence = 'online' AND load < capacity"
+        " ORDER BY agent_id FOR UPDATE",
+        tiers,
+    )
+    if not rows:
+        return
+    agents = {r["agent_id"]: _agent_view(r) for r in rows}
+    by_tier: dict[Tier, list[str]] = {}
+    for a in agents.values():
+        by_tier.setdefault(a.tier, []).append(a.agent_id)
+    taken: dict[str, int] = {}
+    for p in pend:
+        ids = by_tier.get(p.tier)
+        if not ids:
+            continue
+        ranked = rank_agents((agents[i] for i in ids), p.tier, p.skills, p.sticky)
+        if not ranked:
+            continue
+        best = ranked[0]
+        a = agents[best]
+        agents[best] = AgentView(a.agent_id, a.tier, a.skills, a.capacity, a.load + 1, a.presence)
+        taken[best] = taken.get(best, 0) + 1
+        p.agent_id = best
+        p.newly_assigned = True
+    if not taken:
+        return
+    granted = await conn.fetch(
+        "UPDATE router_agents a SET load = a.load + u.n, updated_at = now()"
+        " FROM unnest($1::text[], $2::int[]) AS u(agent_id, n)"
+        " WHERE a.agent_id = u.agent_id AND a.presence = 'online' AND a.load + u.n <= a.capacity"
+        " RETURNING a.agent_id",
+        list(taken),
+        list(taken.values()),
+    )
+    if len(granted) != len(taken):  # pragma: no cover - the rows are locked above
+        raise RuntimeError("roster changed under a lock; the batch is retried")
 
 
 async def set_status(pool: asyncpg.Pool, ticket_id: str, *, resolved: bool) -> Outcome:

@@ -1,16 +1,16 @@
-"""Text normalisation and tokenisation for routing (Chinese with jieba, English by words).
+"""Text normalisation and tokenisation for routing (Chinese with rjieba, English by words).
 
-One jieba ``Tokenizer`` per process, initialised once with jieba's own dictionary, the
-domain user dictionary beside this file (``userdict.txt``) and every term of the loaded
-rules, so that a domain word such as 退款 or 12315 comes out as one token. jieba's start-up
-log is silenced. Order numbers (long digit runs, with or without a short letter prefix) and
-phone-like numbers are removed before tokenising and reported as a flag: they carry no
-meaning for routing and would only blow up the cache.
+Chinese is cut by rjieba (the Rust port of jieba, same dictionary and algorithm, several
+times faster). One ``rjieba.Jieba`` per classifier, initialised once with jieba's own
+dictionary, the domain user dictionary beside this file (``userdict.txt``) and every term
+of the loaded rules, so that a domain word such as 退款 or 12315 comes out as one token.
+Order numbers (long digit runs, with or without a short letter prefix) and phone-like
+numbers are removed before tokenising and reported as a flag: they carry no meaning for
+routing and would only blow up the cache.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import unicodedata
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import jieba
+import rjieba
 
 USER_DICT = Path(__file__).with_name("userdict.txt")
 
@@ -52,21 +52,25 @@ class Tokens:
 
 
 class Tokenizer:
-    """jieba for Chinese (and mixed) text, a regex for pure ASCII text, with a bounded cache.
+    """rjieba for Chinese (and mixed) text, a regex for pure ASCII text, with a bounded cache.
 
     The cache is keyed by the normalised text (order numbers already removed), so the many
     repeated openers and templated questions of a chat channel are cut once.
     """
 
     def __init__(self, extra_words: Iterable[str] = ()) -> None:
-        jieba.setLogLevel(logging.WARNING)
-        self._jieba = jieba.Tokenizer()
-        self._jieba.initialize()
+        self._jieba = rjieba.Jieba()
         if USER_DICT.exists():
-            self._jieba.load_userdict(str(USER_DICT))
+            for line in USER_DICT.read_text(encoding="utf-8").splitlines():
+                parts = line.split()
+                if not parts or parts[0].startswith("#"):
+                    continue
+                freq = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+                tag = parts[2] if len(parts) > 2 else None
+                self._jieba.add_word(parts[0], freq, tag)
         for word in extra_words:
             if _HAN.search(word) or not word.isascii():
-                self._jieba.add_word(word)
+                self._jieba.add_word(word, None, None)  # jieba's add_word: suggested freq
         self._cache: dict[str, tuple[str, ...]] = {}
         self._cache_max = _CACHE_MAX
         self._lock = threading.Lock()
@@ -90,7 +94,7 @@ class Tokenizer:
         if normalised.isascii():
             out = tuple(_ASCII_TOKEN.findall(normalised))
         else:
-            out = tuple(w for w in self._jieba.lcut(normalised, HMM=False) if not w.isspace())
+            out = tuple(w for w in self._jieba.cut(normalised, False) if not w.isspace())
         if self._cache_max:
             with self._lock:
                 if len(self._cache) >= self._cache_max:
