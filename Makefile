@@ -79,7 +79,19 @@ fmt: $(STAMP) ## Format and fix imports
 demo: $(STAMP) ## Live demo against a running `make run`: simulated customers and agents, live view (RATE=2 msgs/s; Ctrl-C stops)
 	$(BIN)/python -m tools.demo --rate $(or $(RATE),2)
 
-bench: bench-intake bench-router bench-sla bench-notifier ## Run every benchmark in turn; each prints its figures and its same-run baseline
+chaos: $(STAMP) ## Chaos suite on its own stack under load: kill -9 each service, restart the broker and PostgreSQL; lost/duplicated per fault must be 0 (CHAOS_SHORT=1: the short variant)
+	$(BIN)/python -m tools.chaos
+
+load: $(STAMP) ## Surge simulator on its own stack (free ports): PROFILE=steady|double11|broker-outage [RATE=base/s SECONDS=n]; counts lost/duplicated by event id
+	$(BIN)/python -m tools.load --profile $(or $(PROFILE),steady) $(if $(RATE),--rate $(RATE)) $(if $(SECONDS),--seconds $(SECONDS))
+
+bench: $(STAMP) ## Run every benchmark in turn (each prints its figures and same-run baseline), then write bench-results/<UTC time>.md and .json with the machine
+	@dir=$$(mktemp -d); status=0; \
+	for t in bench-intake bench-router bench-sla bench-notifier; do \
+		BENCH_RESULTS_DIR=$$dir $(MAKE) --no-print-directory $$t || status=1; \
+	done; \
+	$(BIN)/python -m tools.bench_summary --from $$dir --out bench-results; \
+	rm -rf $$dir; exit $$status
 
 asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in shared/
 	$(BIN)/python -m shared.asyncapi docs/asyncapi.json
@@ -87,4 +99,4 @@ asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in sh
 clean: ## Remove the virtual environment and local stack data
 	rm -rf $(VENV) .local
 
-.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake bench-sla eval-router bench-router-decide bench-router bench demo
+.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake bench-sla eval-router bench-router-decide bench-router bench demo load chaos

@@ -228,6 +228,14 @@ async def run(n: int) -> None:
         print(f"  ratio router / raw loop           : {published / raw:9.3f}")
         print(f"  tickets assigned to an agent      : {assigned} of {n}")
         print("  target >= 3000 routed/s end to end; figures noisy (machine shared)")
+        from tools.bench_summary import write_result
+
+        write_result(
+            "router_e2e",
+            {"routed/s (events acked)": published, "decided/s": decided, "assigned": assigned},
+            {"raw aiokafka loop/s": raw, "one at a time/s": each},
+            ">= 3000 routed/s end to end",
+        )
     finally:
         broker.stop()
         pg.stop()

@@ -445,6 +445,23 @@ def main() -> int:
                     print("  " + line.strip())
         target = intake_r.rate >= 4000 and intake_r.pct(0.99) <= 50
         print(f"target 4000/s with p99 <= 50 ms: {'met' if target else 'NOT met'}")
+        from tools.bench_summary import write_result
+
+        write_result(
+            "intake",
+            {
+                "accepted/s": intake_r.rate,
+                "p99 ms": intake_r.pct(0.99),
+                "missing": missing,
+                "duplicates": dup,
+            },
+            {
+                "bare 202/s": bare_r.rate,
+                "bare p99 ms": bare_r.pct(0.99),
+                "raw kafka/s": kafka_r.rate,
+            },
+            "4000/s with p99 <= 50 ms: " + ("met" if target else "NOT met"),
+        )
         return 0 if missing == 0 and dup == 0 else 1
     finally:
         for proc in procs:

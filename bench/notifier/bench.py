@@ -214,6 +214,14 @@ async def run(rate: float, count: int) -> None:
             f"  ratio p99 notifier / kafka hop: {pct(lat, 99) / max(pct(base, 99), 1e-9):.1f}x;"
             f" target p99 <= 200 ms: {'met' if pct(lat, 99) <= 0.2 else 'NOT met'}"
         )
+        from tools.bench_summary import write_result
+
+        write_result(
+            "notifier",
+            {"p50 ms": pct(lat, 50) * ms, "p99 ms": pct(lat, 99) * ms, "max ms": max(lat) * ms},
+            {"kafka hop p50 ms": pct(base, 50) * ms, "kafka hop p99 ms": pct(base, 99) * ms},
+            "event -> delivered p99 <= 200 ms",
+        )
     finally:
         if proc is not None:
             proc.terminate()
