@@ -164,7 +164,10 @@ ROUTER_REASSIGNMENTS = Counter(
 # --- sla_watch ---------------------------------------------------------------------
 # Breach events emitted.
 SLA_BREACHES = Counter(
-    "sla_breaches_total", "SLA breaches", ["sla", "priority", "tier"], registry=REGISTRY
+    "sla_breaches_total",
+    "SLA breaches",
+    ["sla", "priority", "tier", "category"],
+    registry=REGISTRY,
 )
 # Warning events emitted.
 SLA_WARNINGS = Counter("sla_warnings_total", "SLA warnings", ["sla"], registry=REGISTRY)

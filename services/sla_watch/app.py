@@ -4,36 +4,48 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import asyncpg
 from fastapi import FastAPI
 from faststream.kafka import KafkaMessage
+from pydantic import ValidationError
 
 from services.sla_watch import store
 from services.sla_watch.policy import Policies, load_policies
 from services.sla_watch.settings import SlaWatchSettings
-from services.sla_watch.store import EPOCH, PRODUCER, Emitted, Kind, Outcome
+from services.sla_watch.store import EPOCH, PRODUCER, Emitted, Kind
 from services.sla_watch.timers import Scheduler
 from shared import metrics
 from shared.events import (
-    AuthorRole,
     ClockName,
+    DeadLetterEvent,
     EscalationEvent,
     MessageEvent,
-    MessageKind,
     RoutedEvent,
     SlaKind,
     utcnow,
 )
-from shared.kafka import consume, subscriber_options
-from shared.logging import get_logger
+from shared.kafka import PermanentError, publish_event, subscriber_options
+from shared.logging import correlation, get_logger
 from shared.service import Runtime, create_app
-from shared.topics import ESCALATIONS, MESSAGES, ROUTED
+from shared.topics import DEADLETTER, ESCALATIONS, MESSAGES, ROUTED, TopicSpec
 
 log = get_logger(__name__)
 
 _OPEN_COUNT_EVERY = 15.0
+
+POISON = (asyncpg.DataError, PermanentError)
+"""Faults of the message itself (PostgreSQL refuses a value): retrying cannot help."""
+
+
+async def _raw_records(msg: Any) -> None:
+    """Batch decoder that decodes nothing: ``handle_batch`` validates the raw records
+    itself, so FastStream's per-record JSON decoding would be wasted work."""
+    del msg
 
 
 def policies_for(settings: SlaWatchSettings) -> Policies:
@@ -54,7 +66,9 @@ def observe(emitted: Sequence[Emitted]) -> None:
         if first and e.kind in (SlaKind.met, SlaKind.stopped):
             metrics.SLA_FIRST_RESPONSE.observe(e.elapsed or 0.0)
         if e.kind is SlaKind.breached:
-            metrics.SLA_BREACHES.labels(e.clock, e.priority or "unknown", e.tier or "unknown").inc()
+            metrics.SLA_BREACHES.labels(
+                e.clock, e.priority or "unknown", e.tier or "unknown", e.category or "unknown"
+            ).inc()
             metrics.SLA_BREACH_LATENESS.observe(e.lateness or 0.0)
         if e.kind is SlaKind.warning:
             metrics.SLA_WARNINGS.labels(e.clock).inc()
@@ -114,11 +128,6 @@ def build(settings: SlaWatchSettings | None = None) -> FastAPI:
     scheduler = Scheduler(fire, batch=settings.fire_batch)
     window = Window(runtime, scheduler, settings.window_seconds)
 
-    def schedule(out: Outcome) -> None:
-        for d in out.due or ():
-            scheduler.push(d.at, d.kind, d.id)
-        observe(out.emitted or ())
-
     tasks: list[asyncio.Task[None]] = []
 
     async def load() -> None:
@@ -168,49 +177,100 @@ def build(settings: SlaWatchSettings | None = None) -> FastAPI:
     runtime.on_ready(load)
     runtime.on_stop(stop_timers)
 
-    async def handle_message(msg: MessageEvent) -> str:
-        if msg.kind is MessageKind.message_created and msg.author_role is AuthorRole.customer:
-            out = await store.on_customer_message(runtime.pool, msg, policies)
-        elif msg.kind is MessageKind.message_created:
-            out = await store.on_reply(runtime.pool, msg, policies)
-        elif msg.kind is MessageKind.ticket_resolved:
-            out = await store.on_resolved(runtime.pool, msg, policies)
-        elif msg.kind is MessageKind.ticket_reopened:
-            out = await store.on_reopened(runtime.pool, msg, policies)
-        else:
-            return "ignored"
-        if not out.new:
-            return "duplicate"
-        schedule(out)
-        return "ok"
+    Model = type[MessageEvent] | type[RoutedEvent] | type[EscalationEvent]
 
-    async def handle_routed(routed: RoutedEvent) -> str:
-        schedule(await store.on_routed(runtime.pool, routed, policies))
-        return "ok"
+    async def handle_batch(topic: TopicSpec, model: Model, message: KafkaMessage) -> None:
+        """A poll's records in ONE transaction (``store.apply_in``: a fixed number of
+        set-based statements) and ONE offset commit, after the commit of the transaction
+        (FastStream acks when this returns). Idempotent per message, so a redelivered
+        batch changes nothing. Any failure of the batch falls back to one transaction per
+        message: a poison message is dead-lettered and the others commit; any other fault
+        (database away, deadlock) raises and the whole batch is redelivered."""
+        started = time.perf_counter()
+        raw = message.raw_message
+        records = raw if isinstance(raw, tuple) else (raw,)
+        events: list[store.Event] = []
+        valid: list[Any] = []
+        for rec in records:
+            try:
+                events.append(model.model_validate_json(rec.value or b""))
+                valid.append(rec)
+            except ValidationError as exc:
+                log.warning("invalid event dead-lettered", topic=topic.name)
+                await deadletter_record(topic, rec, str(exc), "invalid_schema")
+        if not events:
+            return
+        try:
+            batch = await store.apply(runtime.pool, events, policies)
+        except Exception as exc:
+            log.warning("batch failed; one transaction per message", error=repr(exc))
+            for ev, rec in zip(events, valid, strict=True):
+                with correlation(ev.correlation_id):
+                    try:
+                        one = await store.apply(runtime.pool, [ev], policies)
+                    except POISON as bad:
+                        log.warning("message dead-lettered", error=repr(bad))
+                        await deadletter_record(topic, rec, repr(bad), "unprocessable")
+                        continue
+                    except Exception:
+                        metrics.CONSUMED.labels(PRODUCER, topic.name, "error").inc()
+                        log.exception("handler failed; batch will be redelivered")
+                        await asyncio.sleep(0.5)  # retry backoff for a transient fault
+                        raise
+                committed(topic, one)
+            return
+        committed(topic, batch)
+        metrics.PROCESSING_SECONDS.labels(PRODUCER, topic.name).observe(
+            time.perf_counter() - started
+        )
 
-    async def handle_escalation(esc: EscalationEvent) -> str:
-        if esc.producer == PRODUCER:
-            return "ignored"  # our own breach escalations
-        schedule(await store.on_escalation(runtime.pool, esc, policies))
-        return "ok"
+    def committed(topic: TopicSpec, batch: store.Batch) -> None:
+        for d in batch.due:
+            scheduler.push(d.at, d.kind, d.id)
+        observe(batch.emitted)
+        for outcome, n in Counter(batch.results).items():
+            metrics.CONSUMED.labels(PRODUCER, topic.name, outcome).inc(n)
 
-    @broker.subscriber(  # type: ignore[untyped-decorator]
-        MESSAGES.name, **subscriber_options(f"{settings.group_id}.messages", runtime.tracker())
-    )
-    async def on_message(message: KafkaMessage) -> None:
-        await consume(broker, PRODUCER, MESSAGES, message, MessageEvent, handle_message)
+    async def deadletter_record(topic: TopicSpec, rec: Any, error: str, reason: str) -> None:
+        key = rec.key.decode(errors="replace") if isinstance(rec.key, bytes) else None
+        value = rec.value or b""
+        await publish_event(
+            broker,
+            DEADLETTER,
+            key,
+            DeadLetterEvent(
+                correlation_id="unknown",
+                producer=PRODUCER,
+                original_topic=rec.topic,
+                original_key=key,
+                service=PRODUCER,
+                reason=reason,
+                error=error[:4000],
+                payload=value.decode("utf-8", errors="replace")[:1_000_000],
+            ),
+        )
+        metrics.DEADLETTERED.labels(PRODUCER, reason).inc()
+        metrics.CONSUMED.labels(PRODUCER, topic.name, "deadletter").inc()
 
-    @broker.subscriber(  # type: ignore[untyped-decorator]
-        ROUTED.name, **subscriber_options(f"{settings.group_id}.routed", runtime.tracker())
-    )
+    def batch_options(group: str) -> dict[str, Any]:
+        return {
+            "batch": True,
+            "max_records": settings.batch_max_records,
+            "batch_timeout_ms": settings.batch_timeout_ms,
+            "decoder": _raw_records,  # handle_batch validates the records itself
+            **subscriber_options(f"{settings.group_id}.{group}", runtime.tracker()),
+        }
+
+    @broker.subscriber(MESSAGES.name, **batch_options("messages"))  # type: ignore[untyped-decorator]
+    async def on_messages(message: KafkaMessage) -> None:
+        await handle_batch(MESSAGES, MessageEvent, message)
+
+    @broker.subscriber(ROUTED.name, **batch_options("routed"))  # type: ignore[untyped-decorator]
     async def on_routed(message: KafkaMessage) -> None:
-        await consume(broker, PRODUCER, ROUTED, message, RoutedEvent, handle_routed)
+        await handle_batch(ROUTED, RoutedEvent, message)
 
-    @broker.subscriber(  # type: ignore[untyped-decorator]
-        ESCALATIONS.name,
-        **subscriber_options(f"{settings.group_id}.escalations", runtime.tracker()),
-    )
-    async def on_escalation(message: KafkaMessage) -> None:
-        await consume(broker, PRODUCER, ESCALATIONS, message, EscalationEvent, handle_escalation)
+    @broker.subscriber(ESCALATIONS.name, **batch_options("escalations"))  # type: ignore[untyped-decorator]
+    async def on_escalations(message: KafkaMessage) -> None:
+        await handle_batch(ESCALATIONS, EscalationEvent, message)
 
     return create_app(runtime, title="ticketflow sla_watch", description="SLA clocks.")

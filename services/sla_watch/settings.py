@@ -30,3 +30,12 @@ class SlaWatchSettings(ServiceSettings):
         1.0, gt=0, description="Safety-net scan for due clocks no in-memory timer holds."
     )
     fire_batch: int = Field(1000, gt=0, description="Most clocks fired in one transaction.")
+    batch_max_records: int = Field(
+        500,
+        ge=1,
+        le=5000,
+        description="Events of one topic applied in one transaction and one offset commit.",
+    )
+    batch_timeout_ms: int = Field(
+        100, ge=1, description="Longest wait for records when none are buffered."
+    )

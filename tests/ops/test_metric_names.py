@@ -71,8 +71,9 @@ def test_rule_unit_tests_feed_real_series() -> None:
 
 def test_the_check_catches_a_wrong_name_and_a_wrong_label() -> None:
     assert _problems("sum(rate(sla_breach_total[5m]))")  # misspelt
-    assert _problems('sum(rate(sla_breaches_total{category="x"}[5m]))')  # no such label
-    assert _problems("sum by (category) (rate(sla_breaches_total[5m]))")
+    assert _problems('sum(rate(sla_breaches_total{channel="x"}[5m]))')  # no such label
+    assert _problems("sum by (channel) (rate(sla_breaches_total[5m]))")
+    assert _problems("sum by (category) (rate(sla_breaches_total[5m]))") == []
     assert _problems("ticketflow:nope:rate5m")
     assert _problems("sum by (le) (rate(sla_first_response_seconds_bucket[5m]))") == []
     assert _problems('up{job="router"} == 0') == []
@@ -93,6 +94,7 @@ def test_dashboard_covers_the_domain_kpis() -> None:
         "complaint 24-hour share": 'sla_met_total{sla="resolution"}',
         "breaches by tier": "sum by (tier) (rate(sla_breaches_total",
         "routing by category": "sum by (category) (rate(router_decisions_total",
+        "breaches by category": "sum by (category) (rate(sla_breaches_total",
         "queue depth": "router_queue_depth",
         "queue age": "router_queue_oldest_age_seconds",
         "intake latency": "intake_request_seconds_bucket",
