@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -262,6 +262,12 @@ async def record_decisions_in(
     return results
 
 
+def _rows_json(rows: Iterable[dict[str, Any]]) -> str:
+    """Rows for ``json_to_recordset``: one text parameter that PostgreSQL parses, instead
+    of one array per column that the driver encodes element by element."""
+    return orjson.dumps(list(rows)).decode()
+
+
 @dataclass(slots=True)
 class _Pending:
     """One new message of a wave while it is applied."""
@@ -333,19 +339,23 @@ async def _record_wave(
     inserted = await conn.fetch(
         "INSERT INTO router_decisions (message_id, ticket_id, message_event_id, category,"
         " priority, tier, queue, agent_id, reasons)"
-        " SELECT m, t, e, c, p, r, q, a, j::jsonb FROM unnest($1::text[], $2::text[],"
-        " $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])"
-        " AS u(m, t, e, c, p, r, q, a, j)"
+        " SELECT m, t, e, c, p, r, q, a, j FROM json_to_recordset($1::text::json)"
+        " AS u(m text, t text, e text, c text, p text, r text, q text, a text, j jsonb)"
         " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-        [p.msg.message_id for p in pend],
-        [p.msg.ticket_id for p in pend],
-        [p.msg.source_event_id for p in pend],
-        [p.decision.category.value for p in pend],
-        [p.priority.value for p in pend],
-        [p.tier.value for p in pend],
-        [p.queue for p in pend],
-        [p.agent_id for p in pend],
-        [orjson.dumps(p.reasons).decode() for p in pend],
+        _rows_json(
+            {
+                "m": p.msg.message_id,
+                "t": p.msg.ticket_id,
+                "e": p.msg.source_event_id,
+                "c": p.decision.category.value,
+                "p": p.priority.value,
+                "r": p.tier.value,
+                "q": p.queue,
+                "a": p.agent_id,
+                "j": p.reasons,
+            }
+            for p in pend
+        ),
     )
     new_ids = {r["message_id"] for r in inserted}
     todo = [p for p in pend if p.msg.message_id in new_ids]
@@ -381,8 +391,9 @@ async def _record_wave(
                 f"waiting in queue {p.queue}: no free {p.tier.value} agent with the skills"
             )
             history.append((msg.ticket_id, "queued", None, p.tier.value, p.queue))
-        ev = RoutedEvent(
-            # The routed event of a message is one event, whoever decides it (stable id).
+        # Built from values already validated (the message, the decision): no re-validation.
+        # The routed event of a message is one event, whoever decides it (stable id).
+        ev = RoutedEvent.model_construct(
             event_id=uuid5_str(f"routed:{msg.message_id}"),
             correlation_id=msg.correlation_id,
             producer=PRODUCER,
@@ -398,7 +409,7 @@ async def _record_wave(
             queue=p.queue,
             agent_id=p.agent_id,
             reasons=p.reasons,
-            risk_signals=p.decision.risk_signals,
+            risk_signals=list(p.decision.risk_signals),
             sentiment=p.decision.sentiment,
             vip_level=msg.customer.vip_level if msg.customer else 0,
             customer_ref=msg.customer.ref if msg.customer else None,
@@ -437,14 +448,13 @@ async def _record_wave(
             " category, priority, tier, queue, agent_id, skills, priority_rank, due_at,"
             " queued_at, assigned_at, last_agent_id, last_routed)"
             " SELECT u.ticket_id, u.conversation_id, u.shop_id, u.channel, u.category,"
-            " u.priority, u.tier, u.queue, u.agent_id,"
-            " COALESCE(string_to_array(NULLIF(u.skills, ''), ','), '{}'), u.rank, u.due,"
+            " u.priority, u.tier, u.queue, u.agent_id, u.skills, u.rank, u.due,"
             " now(), CASE WHEN u.agent_id IS NULL THEN NULL ELSE now() END, u.agent_id,"
             " u.routed::jsonb"
-            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-            " $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::int[],"
-            " $12::timestamptz[], $13::text[]) AS u(ticket_id, conversation_id, shop_id,"
-            " channel, category, priority, tier, queue, agent_id, skills, rank, due, routed)"
+            " FROM json_to_recordset($1::text::json) AS u(ticket_id text,"
+            " conversation_id text, shop_id text, channel text, category text, priority text,"
+            " tier text, queue text, agent_id text, skills text[], rank int, due timestamptz,"
+            " routed text)"
             " ON CONFLICT (ticket_id) DO UPDATE SET status = 'open',"
             " category = EXCLUDED.category, priority = EXCLUDED.priority,"
             " tier = EXCLUDED.tier, queue = EXCLUDED.queue, agent_id = EXCLUDED.agent_id,"
@@ -455,32 +465,43 @@ async def _record_wave(
             "   THEN EXCLUDED.assigned_at ELSE t.assigned_at END,"
             " last_agent_id = COALESCE(EXCLUDED.agent_id, t.last_agent_id),"
             " last_routed = EXCLUDED.last_routed, updated_at = now()",
-            [p.msg.ticket_id for p in todo],
-            [p.msg.conversation_id for p in todo],
-            [p.msg.shop_id for p in todo],
-            [p.msg.channel.value for p in todo],
-            [p.decision.category.value for p in todo],
-            [p.priority.value for p in todo],
-            [p.tier.value for p in todo],
-            [p.queue for p in todo],
-            [p.agent_id for p in todo],
-            [",".join(p.skills) for p in todo],
-            [priority_rank(p.priority) for p in todo],
-            [p.due for p in todo],
-            routed,
+            _rows_json(
+                {
+                    "ticket_id": p.msg.ticket_id,
+                    "conversation_id": p.msg.conversation_id,
+                    "shop_id": p.msg.shop_id,
+                    "channel": p.msg.channel.value,
+                    "category": p.decision.category.value,
+                    "priority": p.priority.value,
+                    "tier": p.tier.value,
+                    "queue": p.queue,
+                    "agent_id": p.agent_id,
+                    "skills": p.skills,
+                    "rank": priority_rank(p.priority),
+                    "due": p.due,
+                    "routed": ev,
+                }
+                for p, ev in zip(todo, routed, strict=True)
+            ),
         )
     if history:
         await conn.execute(
             "INSERT INTO router_history (ticket_id, action, agent_id, tier, detail)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
-            *map(list, zip(*history, strict=True)),
+            " SELECT * FROM json_to_recordset($1::text::json)"
+            " AS u(t text, a text, g text, r text, d text)",
+            _rows_json(dict(zip("tagrd", h, strict=True)) for h in history),
         )
     if outbox:
+        # One INSERT: the outbox trigger wakes the relay once per statement.
         await conn.execute(
             "INSERT INTO outbox (producer, topic, key, payload, correlation_id)"
-            " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bytea[], $5::text[])",
+            " SELECT $1, u.topic, u.key, convert_to(u.payload, 'UTF8'), u.cid"
+            " FROM json_to_recordset($2::text::json)"
+            " AS u(topic text, key text, payload text, cid text)",
             PRODUCER,
-            *map(list, zip(*outbox, strict=True)),
+            _rows_json(
+                {"topic": t, "key": k, "payload": v.decode(), "cid": c} for t, k, v, c in outbox
+            ),
         )
     for p in todo:
         if p.released is not None:

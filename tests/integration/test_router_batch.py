@@ -1,0 +1,173 @@
+"""The set-based batch path against the real PostgreSQL (and, for poison, the real broker).
+
+``record_decisions_in`` applies many messages with a fixed number of statements; these
+tests pin down that it behaves like applying the messages one by one: capacity, order per
+ticket, stickiness, queueing, idempotency of a redelivered batch, and valid events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from services.router.app import build
+from services.router.domain import Decision
+from services.router.roster import AgentIn, upsert_agent
+from services.router.settings import RouterSettings
+from services.router.store import record_decisions_in
+from shared.events import (
+    AuthorRole,
+    Category,
+    Channel,
+    MessageEvent,
+    MessageKind,
+    Priority,
+    RoutedEvent,
+    Tier,
+    dump,
+    utcnow,
+)
+from shared.topics import DEADLETTER, MESSAGES
+from tests.helpers import Infra, TopicReader, serving, uid, wait_ready
+
+LIMITS = {Priority.urgent: 30.0, Priority.important: 30.0, Priority.normal: 30.0}
+
+
+def msg(ticket: str, *, text: str = "where is my parcel", ago: float = 0.0) -> MessageEvent:
+    mid = uid("msg")
+    return MessageEvent(
+        correlation_id=mid,
+        producer="intake",
+        kind=MessageKind.message_created,
+        source="generic",
+        source_event_id=mid,
+        message_id=mid,
+        ticket_id=ticket,
+        conversation_id="conv-" + ticket,
+        shop_id="shop-batch",
+        channel=Channel.chat,
+        author_role=AuthorRole.customer,
+        text=text,
+        received_at=utcnow() - timedelta(seconds=ago),
+    )
+
+
+def decision(skill: str, priority: Priority = Priority.normal) -> Decision:
+    return Decision(
+        category=Category.logistics,
+        priority=priority,
+        tier=Tier.L1,
+        reasons=["shipping question"],
+        skills=(skill,),
+    )
+
+
+async def test_a_batch_is_applied_like_one_message_after_another(pool: asyncpg.Pool) -> None:
+    skill = uid("sk").replace("-", "_")
+    agents = [uid("agent") for _ in range(2)]
+    async with pool.acquire() as conn:
+        for a in agents:
+            await upsert_agent(
+                conn, a, AgentIn(tier=Tier.L1, skills=[skill], capacity=2, presence="online")
+            )
+    tickets = [uid("tk") for _ in range(6)]
+    # Six tickets for four slots; the first ticket writes three times in the same batch.
+    items = [(msg(t), decision(skill)) for t in tickets]
+    items.insert(1, (msg(tickets[0]), decision(skill, Priority.urgent)))
+    items.insert(3, (msg(tickets[0]), decision(skill)))
+    async with pool.acquire() as conn, conn.transaction():
+        outs = await record_decisions_in(conn, items, LIMITS)
+    assert all(o is not None and o.routed is not None for o in outs)
+    routed = [o.routed for o in outs if o is not None and o.routed is not None]
+    # Follow-ups of the first ticket stay with its agent and keep its urgency (in order).
+    first_agent = routed[0].agent_id
+    assert first_agent in agents
+    assert [r.agent_id for r in routed[:4] if r.ticket_id == tickets[0]] == [first_agent] * 3
+    assert [r.priority for r in routed if r.ticket_id == tickets[0]] == [
+        Priority.normal,
+        Priority.urgent,
+        Priority.urgent,
+    ]
+    # Four distinct tickets got the four slots (least loaded first), two wait in the queue.
+    loads = await pool.fetch(
+        "SELECT agent_id, load FROM router_agents WHERE agent_id = ANY($1)", agents
+    )
+    assert {r["load"] for r in loads} == {2}
+    held = await pool.fetch(
+        "SELECT ticket_id, agent_id FROM router_tickets WHERE ticket_id = ANY($1)", tickets
+    )
+    assert sum(r["agent_id"] is not None for r in held) == 4
+    queued = await pool.fetchval(
+        "SELECT count(*) FROM router_history WHERE ticket_id = ANY($1) AND action = 'queued'",
+        tickets,
+    )
+    assert queued == 2
+    # Every event in the outbox is a valid RoutedEvent equal to the one returned.
+    rows = await pool.fetch(
+        "SELECT payload FROM outbox WHERE producer = 'router' AND key = ANY($1)"
+        " AND topic = 'cs.tickets.routed.v1'",
+        tickets,
+    )
+    stored = {
+        e.message_id: e for e in (RoutedEvent.model_validate_json(r["payload"]) for r in rows)
+    }
+    assert len(stored) == len(items)
+    for r in routed:
+        assert stored[r.message_id].model_dump() == r.model_dump()
+    last = await pool.fetchval(
+        "SELECT last_routed FROM router_tickets WHERE ticket_id = $1", tickets[0]
+    )
+    assert RoutedEvent.model_validate(last).message_id == items[3][0].message_id
+
+    # The same batch delivered again changes nothing.
+    before = await pool.fetchval("SELECT count(*) FROM outbox WHERE key = ANY($1)", tickets)
+    async with pool.acquire() as conn, conn.transaction():
+        again = await record_decisions_in(conn, items, LIMITS)
+    assert again == [None] * len(items)
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE key = ANY($1)", tickets) == before
+    loads_after = await pool.fetch(
+        "SELECT agent_id, load FROM router_agents WHERE agent_id = ANY($1)", agents
+    )
+    assert {r["load"] for r in loads_after} == {2}
+    await pool.execute(
+        "UPDATE router_agents SET presence = 'offline' WHERE agent_id = ANY($1)", agents
+    )
+
+
+async def test_poison_message_is_deadlettered_and_the_rest_of_the_batch_routed(
+    service_env: Infra, pool: asyncpg.Pool
+) -> None:
+    group = uid("router-batch")
+    app = build(RouterSettings(group_id=group, escalations_group_id=group + "-esc"))
+    good = [uid("tkb") for _ in range(3)]
+    bad = uid("tkbad") + "\x00"  # PostgreSQL text cannot hold a NUL: never storable
+    async with (
+        serving(app) as url,
+        TopicReader(service_env.bootstrap, DEADLETTER.name) as dead,
+    ):
+        await wait_ready(url)
+        producer = AIOKafkaProducer(bootstrap_servers=service_env.bootstrap, linger_ms=20)
+        await producer.start()
+        try:
+            sends = [
+                await producer.send(MESSAGES.name, dump(msg(t)), key=b"same-partition")
+                for t in (good[0], bad, good[1], good[2])
+            ]
+            await asyncio.gather(*sends)
+        finally:
+            await producer.stop()
+        deadline = time.monotonic() + 30
+        while await pool.fetchval(
+            "SELECT count(*) FROM router_decisions WHERE ticket_id = ANY($1)", good
+        ) < len(good):
+            assert time.monotonic() < deadline, "good messages of the batch were not routed"
+            await asyncio.sleep(0.1)
+        found = await dead.wait_for(
+            lambda r: r.get("service") == "router" and "tkbad" in r.get("payload", ""),
+            timeout=30,
+        )
+    assert found[0]["reason"] == "unprocessable"
