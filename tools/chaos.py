@@ -33,7 +33,16 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from shared.localstack import LocalStack
-from tools.load import Fault, Sender, Target, drive, own_stack, print_report, steady_times
+from tools.load import (
+    Fault,
+    Sender,
+    Target,
+    drive,
+    own_stack,
+    print_report,
+    run_async,
+    steady_times,
+)
 from tools.verify import Ledger, Report, TopicCollector, drain
 
 SERVICE_ORDER = ("intake", "router", "sla_watch", "notifier")
@@ -219,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=None, help="conversations/s")
     p.add_argument("--faults", help="comma-separated subset, e.g. 'kill -9 router,broker restart'")
     p.add_argument("--json", help="also write the report as JSON here")
-    return asyncio.run(main_async(p.parse_args(argv)))
+    return run_async(main_async(p.parse_args(argv)))
 
 
 if __name__ == "__main__":
