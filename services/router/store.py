@@ -23,6 +23,7 @@ from services.router.assignment import (
 from services.router.domain import Decision
 from shared.events import (
     PRIORITY_RANK,
+    SCHEMA_VERSION,
     EscalationEvent,
     EscalationReason,
     MessageEvent,
@@ -42,6 +43,7 @@ PRODUCER = "router"
 Conn = asyncpg.Connection | PoolConnectionProxy
 """A connection, direct or from a pool."""
 _TIER_RANK = {Tier.bot: 0, Tier.L1: 1, Tier.L2: 2}
+_PRIORITY_RANKS = {p: priority_rank(p) for p in Priority}
 
 
 @dataclass(slots=True)
@@ -378,6 +380,7 @@ async def _record_wave(
     await _assign_many(conn, [p for p in todo if p.agent_id is None])
     # 5. The tickets, their history and their events, one statement each.
     routed: list[str] = []  # the events' JSON, kept as the ticket's last_routed
+    now = utcnow()
     outbox: list[tuple[str, str, bytes, str]] = []
     history: list[tuple[str, str, str | None, str, str]] = []
     for p in todo:
@@ -392,9 +395,12 @@ async def _record_wave(
             )
             history.append((msg.ticket_id, "queued", None, p.tier.value, p.queue))
         # Built from values already validated (the message, the decision): no re-validation.
-        # The routed event of a message is one event, whoever decides it (stable id).
+        # The routed event of a message is one event, whoever decides it (stable id). Every
+        # field with a default factory is given (pydantic inspects factories otherwise).
         ev = RoutedEvent.model_construct(
+            schema_version=SCHEMA_VERSION,
             event_id=uuid5_str(f"routed:{msg.message_id}"),
+            occurred_at=now,
             correlation_id=msg.correlation_id,
             producer=PRODUCER,
             ticket_id=msg.ticket_id,
@@ -477,7 +483,7 @@ async def _record_wave(
                     "queue": p.queue,
                     "agent_id": p.agent_id,
                     "skills": p.skills,
-                    "rank": priority_rank(p.priority),
+                    "rank": _PRIORITY_RANKS[p.priority],
                     "due": p.due,
                     "routed": ev,
                 }
