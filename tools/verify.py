@@ -271,7 +271,9 @@ def reconcile(
         st["routed"].expected += 1
         decided = snap.decisions.get(s.event_id)
         if decided is None:
-            miss("routed", s, "no routing decision", late=now - received_at > grace)
+            seen = "seen" if message_ids.get((s.event_id,)) else "never seen"
+            what = f"no routing decision (its event {seen} on cs.messages.v1)"
+            miss("routed", s, what, late=now - received_at > grace)
         else:
             st["routed"].done += 1
             r.latencies["intake->routed"].append(decided - received_at)
