@@ -24,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from services.router.classify import Classifier, load_rules
+from services.router.classify.engine import Classification
 from shared.events import Category, Channel, Priority, Tier
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("rules.yaml")
@@ -105,10 +106,49 @@ def default_classifier() -> Classifier:
 
 
 def decide(inp: DecisionInput, classifier: Classifier | None = None) -> Decision:
+    """The decision for one message.
+
+    The text is classified (cached by text); the rest of the decision depends only on the
+    classification's outcome and the context, which repeat even when texts do not, so it
+    is kept per outcome (``Classifier.decisions``) and only its lists are copied."""
     clf = classifier or default_classifier()
+    ctx = clf.rules.context
+    c = clf.classify(inp.text, inp.order_status)
+    amount = inp.order_amount
+    key = (
+        c.category,
+        c.category_terms[:3],
+        tuple([(h.name, h.term) for h in c.signals]),
+        c.anger,
+        c.exclamations >= ctx.exclamations_per_anger,
+        c.tokens.language,
+        inp.reopen_count if inp.reopen_count >= ctx.reopen_important else 0,
+        inp.vip_level if inp.vip_level >= ctx.vip_level_raises else 0,
+        str(amount) if amount is not None and amount >= ctx.order_amount_raises else "",
+        inp.escalated,
+    )
+    cache = clf.decisions
+    d = cache.get(key)
+    if d is None:
+        d = _decide(inp, clf, c)
+        if len(cache) >= 50_000:
+            cache.clear()
+        cache[key] = d
+    return Decision(
+        category=d.category,
+        priority=d.priority,
+        tier=d.tier,
+        reasons=list(d.reasons),
+        risk_signals=list(d.risk_signals),
+        sentiment=d.sentiment,
+        skills=d.skills,
+        language=d.language,
+    )
+
+
+def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
     rules = clf.rules
     ctx = rules.context
-    c = clf.classify(inp.text, inp.order_status)
     reasons: list[str] = []
     category = c.category
     what = _CAT_WORDS[category]

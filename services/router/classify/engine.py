@@ -6,6 +6,7 @@ Pure apart from its caches: the same text and rules always give the same answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from services.router.classify.rules import Hit, Matcher, RulesFile, SignalRule, Target
 from services.router.classify.text import Tokenizer, Tokens
@@ -50,13 +51,15 @@ class Classifier:
         for name, srule in rules.signals.items():
             for term in srule.terms:
                 entries.append((self._term_words(term), term, ("s", name, 0.0)))
-        self._matcher = Matcher(entries)
+        self._matcher = Matcher(entries, self._aliases)
         self._rank = {c: i for i, c in enumerate(rules.tie_order)}
         self._categories = {c.value: c for c in Category}
         # Only these order statuses change a classification (signals gated on a status).
         self._statuses = {st for s in rules.signals.values() for st in s.order_status}
         self._cache: dict[tuple[str, bool, str], Classification] = {}
         self._cache_max = 50_000
+        # ``decide``'s decisions per classification outcome and context (not per text).
+        self.decisions: dict[tuple[object, ...], Any] = {}
 
     def set_cache_size(self, size: int) -> None:
         """Bound this classifier's caches (0 turns them off, to measure cold decisions)."""
@@ -86,9 +89,7 @@ class Classifier:
 
     def _classify(self, toks: Tokens, status: str) -> Classification:
         rules = self.rules
-        aliases = self._aliases
-        words = [aliases.get(w, w) for w in toks.words]
-        hits: list[Hit] = self._matcher.scan(words)
+        hits: list[Hit] = self._matcher.scan(toks.words)
         scores: dict[Category, float] = {}
         cat_terms: dict[Category, list[str]] = {}
         signals: list[RiskHit] = []

@@ -8,7 +8,7 @@ service with ``RulesError("<file>:<line>: <where>: <reason>")``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -239,7 +239,13 @@ class Matcher:
     found inside "returning" unless the rule says "return*").
     """
 
-    def __init__(self, entries: Sequence[tuple[tuple[str, ...], str, Target]]) -> None:
+    def __init__(
+        self,
+        entries: Sequence[tuple[tuple[str, ...], str, Target]],
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        # Message words are read through the aliases (the terms already are).
+        self._aliases: Mapping[str, str] = aliases or {}
         self._seq: dict[str, list[tuple[tuple[str, ...], str, Target]]] = {}
         self._prefix: list[tuple[str, str, Target]] = []
         # One-character Chinese category words (裂, 漏, 退...) also count as the head or tail
@@ -252,35 +258,47 @@ class Matcher:
                 self._prefix.append((words[0], term, target))
             elif words:
                 self._seq.setdefault(words[0], []).append((words[1:], term, target))
-        self._prefix_cache: dict[str, tuple[tuple[str, Target], ...]] = {}
+        # Per distinct word (words repeat across messages even when texts do not): what it
+        # matches, in rule order, as shared Hit objects; an empty rest is a one-word match,
+        # else the words that must follow.
+        self._words: dict[str, tuple[tuple[tuple[str, ...], Hit], ...]] = {}
 
-    def _prefixes(self, word: str) -> tuple[tuple[str, Target], ...]:
-        hit = self._prefix_cache.get(word)
-        if hit is None:
-            hit = tuple((t, tg) for p, t, tg in self._prefix if word.startswith(p))
-            if len(self._prefix_cache) > 100_000:
-                self._prefix_cache.clear()
-            self._prefix_cache[word] = hit
-        return hit
+    def _word(self, word: str) -> tuple[tuple[tuple[str, ...], Hit], ...]:
+        out: list[tuple[tuple[str, ...], Hit]] = []
+        w = self._aliases.get(word, word)
+        cands = self._seq.get(w)
+        if cands is not None:
+            for rest, term, (kind, name, weight) in cands:
+                out.append((rest, Hit(kind, name, weight, term)))
+        elif 2 <= len(w) <= 3 and _is_han(w[0]):
+            for ch in dict.fromkeys((w[0], w[-1])):
+                for term, (kind, name, weight) in self._morpheme.get(ch, ()):
+                    out.append(((), Hit(kind, name, weight, term)))
+        if self._prefix and w.isascii() and w.isalpha():
+            for p, term, (kind, name, weight) in self._prefix:
+                if w.startswith(p):
+                    out.append(((), Hit(kind, name, weight, term)))
+        info = tuple(out)
+        if len(self._words) >= 200_000:
+            self._words.clear()
+        self._words[word] = info
+        return info
 
     def scan(self, words: Sequence[str]) -> list[Hit]:
         """All hits; a category word inside a longer matched phrase does not count alone
         ("place an order" is pre-sale, its "order" alone is not an order question)."""
         found: list[tuple[int, int, Hit]] = []
-        seq = self._seq
+        known = self._words
+        aliases = self._aliases
         for i, w in enumerate(words):
-            cands = seq.get(w)
-            if cands is not None:
-                for rest, term, (kind, name, weight) in cands:
-                    if not rest or tuple(words[i + 1 : i + 1 + len(rest)]) == rest:
-                        found.append((i, 1 + len(rest), Hit(kind, name, weight, term)))
-            elif 2 <= len(w) <= 3 and _is_han(w[0]):
-                for ch in {w[0], w[-1]}:
-                    for term, (kind, name, weight) in self._morpheme.get(ch, ()):
-                        found.append((i, 1, Hit(kind, name, weight, term)))
-            if self._prefix and w.isascii() and w.isalpha():
-                for term, (kind, name, weight) in self._prefixes(w):
-                    found.append((i, 1, Hit(kind, name, weight, term)))
+            info = known.get(w)
+            if info is None:
+                info = self._word(w)
+            for rest, h in info:
+                if not rest:
+                    found.append((i, 1, h))
+                elif tuple(aliases.get(x, x) for x in words[i + 1 : i + 1 + len(rest)]) == rest:
+                    found.append((i, 1 + len(rest), h))
         covered: set[int] = set()
         for i, n, h in found:
             if n > 1 and h.kind == "c":

@@ -25,6 +25,7 @@ USER_DICT = Path(__file__).with_name("userdict.txt")
 _ORDER_NO = re.compile(r"(?<![a-z0-9])(?:[a-z]{1,3}[-#]?)?#?\d{6,}(?![0-9])")
 _HAN = re.compile(r"[\u3400-\u9fff]")
 _LATIN = re.compile(r"[a-z]")
+_FOUR_LATIN = re.compile(r"[a-z](?:[^a-z]*[a-z]){3}")
 # Tokens of pure-ASCII text: words (with digits) or single non-space symbols.
 _ASCII_TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 _CACHE_MAX = 50_000
@@ -37,18 +38,18 @@ class Tokens:
     words: tuple[str, ...]
     exclamations: int
     has_order_number: bool
-    han_chars: int
-    latin_chars: int
+    language: str
+    """zh (any Han character and fewer than 4 Latin letters, or neither), en (Latin
+    letters, no Han), mixed (Han and at least 4 Latin letters)."""
 
-    @property
-    def language(self) -> str:
-        if self.han_chars and self.latin_chars >= 4:
-            return "mixed"
-        if self.han_chars:
-            return "zh"
-        if self.latin_chars:
-            return "en"
-        return "zh"
+
+def language_of(stripped: str) -> str:
+    """The language label of a normalised text (searches, no counting)."""
+    if stripped.isascii():
+        return "en" if _LATIN.search(stripped) else "zh"
+    if _HAN.search(stripped):
+        return "mixed" if _FOUR_LATIN.search(stripped) else "zh"
+    return "en" if _LATIN.search(stripped) else "zh"
 
 
 class Tokenizer:
@@ -115,8 +116,7 @@ class Tokenizer:
             words=self.words(stripped),
             exclamations=stripped.count("!"),
             has_order_number=has_order_number,
-            han_chars=len(_HAN.findall(stripped)),
-            latin_chars=len(_LATIN.findall(stripped)),
+            language=language_of(stripped),
         )
 
     def clear_cache(self) -> None:
