@@ -238,6 +238,7 @@ class _State:
         self.timed: set[tuple[str, str]] = set()  # started, resumed or recomputed
         self.events: list[SlaEvent] = []
         self.emitted: list[Emitted] = []
+        self.policy_of: dict[tuple[str | None, ...], Policy] = {}  # by the ticket's labels
 
     async def load(self, conn: Any, ticket_ids: Sequence[str]) -> None:
         ids = sorted(set(ticket_ids))
@@ -307,7 +308,12 @@ class _Tx:
 
     @property
     def policy(self) -> Policy:
-        return self.policies.select(_labels(self.ticket))
+        t = self.ticket
+        key = (t["category"], t["priority"], t["tier"], t["channel"], t["shop_id"])
+        found = self.st.policy_of.get(key)
+        if found is None:
+            found = self.st.policy_of[key] = self.policies.select(_labels(t))
+        return found
 
     def clock_policy(self, row: Row) -> ClockPolicy:
         cp = self.policy.clock(ClockName(row["clock"]))

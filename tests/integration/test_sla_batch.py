@@ -1,0 +1,155 @@
+"""sla_watch's batch path: a poll's records applied in one transaction with set-based
+statements (``store.apply``), per message idempotent and in order per ticket; and the
+consumer as users run it, where a poison record in a batch is dead-lettered while the
+others of its batch commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.sla_watch import store
+from services.sla_watch.app import build
+from services.sla_watch.store import Kind
+from shared.events import AuthorRole, Category, MessageKind, SlaKind, dump, utcnow
+from tests.helpers import TopicReader, serving, uid, wait_ready
+from tests.integration.test_sla_clocks import DEFAULT, events, message, routed
+
+pytestmark = pytest.mark.integration
+
+
+async def clock(pool, ticket: str, name: str = "first_response"):
+    return await pool.fetchrow(
+        "SELECT * FROM sla_clocks WHERE ticket_id = $1 AND clock = $2", ticket, name
+    )
+
+
+async def test_a_batch_with_a_duplicate_applies_it_once_and_a_redelivered_batch_changes_nothing(
+    pool,
+):
+    t, u = uid("tkt"), uid("tkt")
+    now = utcnow()
+    m = message(t, at=now - timedelta(seconds=3))
+    reply = message(t, role=AuthorRole.agent, at=now)
+    other = message(u, at=now - timedelta(seconds=1))
+    batch = [m, m, other, reply, reply]
+    b = await store.apply(pool, batch, DEFAULT)
+    assert b.results == ["ok", "duplicate", "ok", "ok", "duplicate"]
+    assert [(e.kind, e.clock) for e in b.emitted] == [
+        (SlaKind.started, "first_response"),
+        (SlaKind.started, "first_response"),
+        (SlaKind.met, "first_response"),
+    ]
+    fr_t, fr_u = await clock(pool, t), await clock(pool, u)
+    assert fr_t["state"] == "met" and fr_t["instance"] == 1
+    assert fr_u["state"] == "running"
+    # timers only for the clock still running when the batch committed
+    assert {(d.id, d.kind) for d in b.due} == {
+        (fr_u["id"], Kind.breach),
+        (fr_u["id"], Kind.warning),
+    }
+    assert [e["kind"] for e in await events(pool, t)] == ["started", "met"]
+
+    again = await store.apply(pool, batch, DEFAULT)  # the same poll redelivered
+    assert again.results == ["duplicate"] * 5 and again.emitted == [] and again.due == []
+    assert [e["kind"] for e in await events(pool, t)] == ["started", "met"]
+    assert [e["kind"] for e in await events(pool, u)] == ["started"]
+    assert dict(await clock(pool, t)) == dict(fr_t)
+
+
+async def test_out_of_order_in_one_batch(pool):
+    """A reply before its message's event (same batch): no clock. A reply before the
+    routing event, in the messages batch, then routing in its own batch twice: the
+    first-response clock is met and stays met, resolution starts once."""
+    a, b = uid("tkt"), uid("tkt")
+    now = utcnow()
+    reply_a = message(a, role=AuthorRole.agent, at=now)
+    msg_a = message(a, at=now - timedelta(seconds=2))
+    msg_b = message(b, at=now - timedelta(seconds=2))
+    reply_b = message(b, role=AuthorRole.agent, at=now)
+    out = await store.apply(pool, [reply_a, msg_b, msg_a, reply_b], DEFAULT)
+    assert out.results == ["ok"] * 4
+    assert await clock(pool, a) is None
+    assert (await clock(pool, b))["state"] == "met"
+
+    r = routed(b, Category.complaint, received=now - timedelta(seconds=2))
+    first = await store.apply(pool, [r, r], DEFAULT)  # twice in one batch
+    assert first.results == ["ok", "ok"]
+    assert (await clock(pool, b))["state"] == "met"
+    res = await clock(pool, b, "resolution")
+    assert res["state"] == "running" and res["instance"] == 1
+    await store.apply(pool, [r], DEFAULT)  # and once more later
+    assert [e["kind"] for e in await events(pool, b)] == ["started", "met", "started"]
+    assert (await clock(pool, b, "resolution"))["instance"] == 1
+
+
+async def test_a_clock_started_met_and_restarted_in_one_batch_keeps_every_event(pool):
+    t = uid("tkt")
+    now = utcnow()
+    resolved = message(t, kind=MessageKind.ticket_resolved, role=AuthorRole.agent, at=now)
+    batch = [
+        message(t, at=now - timedelta(seconds=9)),
+        message(t, role=AuthorRole.agent, at=now - timedelta(seconds=8)),
+        message(t, at=now - timedelta(seconds=5)),  # a follow-up: a new run
+        resolved,
+    ]
+    out = await store.apply(pool, batch, DEFAULT)
+    assert out.results == ["ok"] * 4
+    fr = await clock(pool, t)
+    assert fr["instance"] == 2 and fr["state"] == "met"
+    kinds = [e["kind"] for e in await events(pool, t)]
+    assert kinds == ["started", "met", "started", "met"]
+    assert out.due == []
+
+
+async def test_the_consumer_dead_letters_a_poison_record_and_commits_the_rest_of_its_batch(
+    service_env, pool, monkeypatch
+):
+    """Through Kafka: a record PostgreSQL refuses (a NUL in the ticket id) fails the
+    batch's transaction; the consumer falls back to one transaction per message, dead-
+    letters that one (``unprocessable``) and an undecodable one (``invalid_schema``), and
+    the valid records of the same partition commit, their duplicate applied once."""
+    monkeypatch.setenv("SLA_WATCH_GROUP_ID", uid("sla-batch"))
+    monkeypatch.setenv("SLA_WATCH_BATCH_TIMEOUT_MS", "50")
+    key = uid("tkt")
+    good, other = key, uid("tkt")
+    now = utcnow()
+    m = message(good, at=now - timedelta(seconds=2))
+    poison = message(good + "\x00bad", at=now)
+    records = [
+        dump(m),
+        dump(m),
+        dump(poison),
+        b"{not json",
+        dump(message(other, at=now)),
+        dump(message(good, role=AuthorRole.agent, at=now)),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=service_env.bootstrap, linger_ms=50)
+    await producer.start()
+    try:  # one key: one partition, in this order, most likely one poll
+        sent = [await producer.send("cs.messages.v1", r, key=key.encode()) for r in records]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    async with (
+        TopicReader(service_env.bootstrap, "cs.deadletter.v1") as dlq,
+        TopicReader(service_env.bootstrap, "cs.sla.v1") as sla_topic,
+        serving(build()) as url,
+    ):
+        await wait_ready(url)
+        dead = await dlq.wait_for(lambda r: r.get("original_key") == key, timeout=60, count=2)
+        while True:  # the reply after the poison record commits too
+            row = await clock(pool, good)
+            if row is not None and row["state"] == "met":
+                break
+            await asyncio.sleep(0.1)
+        sla = await sla_topic.wait_for(lambda r: r.get("ticket_id") == good, count=2)
+    reasons = sorted(d["reason"] for d in dead if d["original_key"] == key)
+    assert reasons == ["invalid_schema", "unprocessable"]
+    assert any("bad" in json.dumps(d["payload"]) for d in dead if d["reason"] == "unprocessable")
+    assert [e["kind"] for e in sla if e["ticket_id"] == good] == ["started", "met"]
+    assert (await clock(pool, other))["state"] == "running"
