@@ -418,12 +418,15 @@ async def snapshot(dsn: str, ledger: Ledger) -> Snapshot:
     return snap
 
 
-def quiet_client_logs() -> None:
+def quiet_client_logs(level: int | None = None) -> int:
     """The collector's Kafka client logs every failed reconnect while a broker is down on
-    purpose; the summary says what matters."""
+    purpose; the summary says what matters. Returns the previous level (to restore)."""
     import logging
 
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logger = logging.getLogger("aiokafka")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL if level is None else level)
+    return previous
 
 
 class TopicCollector:
@@ -434,10 +437,11 @@ class TopicCollector:
         self.bootstrap = bootstrap
         self.ledger = ledger
         self._task: asyncio.Task[None] | None = None
+        self._log_level = 0
         self.errors = 0
 
     async def start(self) -> None:
-        quiet_client_logs()
+        self._log_level = quiet_client_logs()
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -481,6 +485,7 @@ class TopicCollector:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+            quiet_client_logs(self._log_level)
 
 
 class Receiver:
