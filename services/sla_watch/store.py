@@ -9,6 +9,7 @@ event is emitted once per (ticket, clock, instance) however many timers race for
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from services.sla_watch.domain import (
 )
 from services.sla_watch.policy import Labels, Policies, Policy
 from shared.events import (
+    SCHEMA_VERSION,
     AuthorRole,
     Category,
     Channel,
@@ -41,6 +43,7 @@ from shared.events import (
     Tier,
     dump,
     escalation_id_for,
+    utcnow,
 )
 from shared.topics import SLA
 
@@ -93,7 +96,14 @@ def _opt(enum: Any, v: str | None) -> Any:
 
 
 def _sla_event(row: asyncpg.Record | dict[str, Any], kind: SlaKind, **extra: Any) -> SlaEvent:
-    return SlaEvent(
+    """The event of a transition, built without validation (it runs twice per ticket on
+    the consumer's hot path): every field is given, each value already of its field's
+    type (enums, aware datetimes, floats). The tests load the payloads back with
+    ``SlaEvent``, so a wrong value fails them."""
+    return SlaEvent.model_construct(
+        schema_version=SCHEMA_VERSION,
+        event_id=str(uuid.uuid4()),
+        occurred_at=utcnow(),
         correlation_id=row["correlation_id"] or row["ticket_id"],
         producer=PRODUCER,
         ticket_id=row["ticket_id"],
@@ -103,11 +113,12 @@ def _sla_event(row: asyncpg.Record | dict[str, Any], kind: SlaKind, **extra: Any
         deadline=row["deadline"],
         started_at=row["started_at"],
         limit_seconds=row["limit_seconds"],
+        lateness_seconds=extra.get("lateness_seconds"),
+        elapsed_seconds=extra.get("elapsed_seconds"),
         priority=_opt(Priority, row.get("priority")),
         tier=_opt(Tier, row.get("tier")),
         category=_opt(Category, row.get("category")),
         shop_id=row["shop_id"],
-        **extra,
     )
 
 
