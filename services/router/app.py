@@ -64,7 +64,7 @@ def count(out: Outcome) -> None:
 
 def build(settings: RouterSettings | None = None) -> FastAPI:
     settings = settings or RouterSettings()
-    # Load and validate the rules (and jieba's dictionary, a few seconds) now, at start-up:
+    # Load and validate the rules (and the cutter's dictionary) now, at start-up:
     # a bad rules file stops the router here, and no message waits for the loading.
     default_classifier()
     runtime = Runtime(PRODUCER, settings, relay=True)

@@ -4,7 +4,7 @@ The judgement a seasoned team lead makes, written down in ``services/router/rule
 (see docs/routing-rules.md): words and signals come from the rules file, the order of the
 steps below is fixed here.
 
-1. Category: the best-scoring category of the rules' words (jieba-tokenised Chinese,
+1. Category: the best-scoring category of the rules' words (rjieba-tokenised Chinese,
    English words), signals such as a 12315 threat adding to complaint.
 2. Priority: the category's floor (complaints and quality problems are at least important),
    the signals' priorities (threats, chargebacks and safety are urgent), anger, a
