@@ -185,6 +185,14 @@ def main() -> int:
         for label, rate, _ in lines[:3]
     )
     print(f"  target >= 20,000 decisions/s on one core: {verdict}")
+    from tools.bench_summary import write_result
+
+    write_result(
+        "router_decide",
+        {f"{label} (decisions/s)": rate for label, rate, _ in lines},
+        {f"bare cut for {label} (texts/s)": against for label, _, against in lines},
+        ">= 20,000 decisions/s on one core: " + verdict,
+    )
     return 0
 
 
