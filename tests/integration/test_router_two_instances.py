@@ -168,10 +168,20 @@ async def test_capacity_never_exceeded_with_two_instances(
         agents,
     )
     assert waiting + assigned_mine == TICKETS - RESOLVED
-    # Each resolve was applied once, and most freed a slot that the queue took at once.
+    # Each resolve was applied once; resolves freed slots, and every freed slot was taken
+    # again (the agents end full, above). How MANY resolves found their ticket already with
+    # an agent depends on how far each instance got through the other partitions (records
+    # of different tickets have no order), so only "some" is asserted, not a count.
     freed = await pool.fetch(
         "SELECT from_agent FROM router_history WHERE ticket_id = ANY($1) AND action = 'resolved'",
         tickets,
     )
     assert len(freed) == RESOLVED
-    assert sum(r["from_agent"] is not None for r in freed) >= sum(CAPACITY)
+    n_freed = sum(r["from_agent"] is not None for r in freed)
+    assert n_freed >= 1
+    taken = await pool.fetchval(
+        "SELECT count(*) FROM router_history WHERE ticket_id = ANY($1) AND action = 'assigned'",
+        tickets,
+    )
+    # Every slot was given once at the start, and once more after each freeing resolve.
+    assert taken == sum(CAPACITY) + n_freed
