@@ -72,7 +72,7 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
     escalator: list[Escalator] = []
 
     async def start_workers() -> None:
-        ctx = Context(runtime.pool, client, settings, routes, broker)
+        ctx = Context(runtime.pool, client, settings, routes, broker, settings.lease_owner())
         for name, ch in channels.items():
             workers[name] = ChannelWorker(ctx, ch)
         failed = await store.fail_unknown_channels(runtime.pool, list(channels))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -45,7 +46,10 @@ class NotifierSettings(ServiceSettings):
         1.0, gt=0, description="How often unacknowledged escalations are checked."
     )
     lease_seconds: float = Field(
-        60.0, gt=0, description="A claimed delivery is retried by anyone after this."
+        60.0,
+        gt=0,
+        description="A claimed delivery is retried by anyone after this (by its own instance"
+        " at once when that instance restarts).",
     )
     digest_max_items: int = Field(5000, ge=2, description="Most escalations in one digest.")
     # Messages: links and language.
@@ -87,3 +91,9 @@ class NotifierSettings(ServiceSettings):
         if self.ack_secret is not None:
             return self.ack_secret.get_secret_value().encode()
         return DEV_ACK_SECRET.encode() if self.local_stack else None
+
+    def lease_owner(self) -> str:
+        """This instance's name on the delivery leases it takes: TICKETFLOW_INSTANCE_ID, or
+        host:port (no two live processes share it; a restarted one keeps it, and so
+        recognises the leases its previous process died holding)."""
+        return self.instance_id or f"{socket.gethostname()}:{self.http_port}"

@@ -2,12 +2,16 @@
 
 The queue is ``notifier_deliveries``: one row per (escalation, level, channel), or per
 digest. A worker leases due rows by pushing ``next_attempt_at`` forward (so a crashed
-worker's rows come back after the lease), sends them, and records the outcome.
+worker's rows come back after the lease), sends them, and records the outcome. A lease
+names its owner (the instance) and its round: a restarted instance, or one whose lease
+answer was lost to a database fault, gives back the leases it no longer works on at once
+(``release_leases``) rather than leaving them for the lease to run out.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +88,13 @@ async def next_due_in(pool: asyncpg.Pool, channel: str) -> float | None:
 
 
 async def lease(
-    pool: asyncpg.Pool, channel: str, kind: str, limit: int, lease_seconds: float
+    pool: asyncpg.Pool,
+    channel: str,
+    kind: str,
+    limit: int,
+    lease_seconds: float,
+    owner: str,
+    lease_id: uuid.UUID,
 ) -> list[Row]:
     rows = await pool.fetch(
         """
@@ -94,7 +104,8 @@ async def lease(
             ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED
         ), upd AS (
             UPDATE notifier_deliveries d
-            SET next_attempt_at = now() + make_interval(secs => $4::float8)
+            SET next_attempt_at = now() + make_interval(secs => $4::float8),
+                lease_owner = $5, lease_id = $6
             FROM picked p
             WHERE d.escalation_id = p.escalation_id AND d.level = p.level
               AND d.channel = p.channel
@@ -110,6 +121,8 @@ async def lease(
         kind,
         limit,
         lease_seconds,
+        owner,
+        lease_id,
     )
     return [
         Row(
@@ -124,6 +137,21 @@ async def lease(
         )
         for r in rows
     ]
+
+
+async def release_leases(pool: asyncpg.Pool, owner: str, keep: Collection[uuid.UUID]) -> int:
+    """Make ``owner``'s leased rows due now, except those of the rounds in ``keep`` (still
+    being sent). Called when an instance starts (its previous process died holding
+    leases) and after a database fault (a lease may have been granted whose answer never
+    arrived); returns how many rows came back."""
+    res = await pool.execute(
+        "UPDATE notifier_deliveries SET next_attempt_at = now(), lease_owner = NULL,"
+        " lease_id = NULL WHERE status = 'pending' AND lease_owner = $1"
+        " AND NOT (lease_id = ANY($2::uuid[]))",
+        owner,
+        list(keep),
+    )
+    return int(res.split()[-1])
 
 
 async def make_digest(
@@ -181,6 +209,7 @@ async def record_attempt(
         await conn.execute(
             "UPDATE notifier_deliveries SET attempts = $4, status = $5, last_error = $6,"
             " first_attempt_at = COALESCE(first_attempt_at, now()),"
+            " lease_owner = NULL, lease_id = NULL,"
             " delivered_at = CASE WHEN $5 = 'delivered' THEN now() ELSE delivered_at END,"
             " next_attempt_at = CASE WHEN $7::float8 IS NULL THEN next_attempt_at"
             "   ELSE now() + make_interval(secs => $7::float8) END"

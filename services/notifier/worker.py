@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import asyncpg
 import httpx
@@ -45,6 +47,35 @@ class Context:
     settings: NotifierSettings
     routes: RoutesConfig | None
     broker: KafkaBroker
+    owner: str  # this instance, as named on the leases it takes
+    # Lease rounds whose rows this process is sending right now; every other lease of
+    # ``owner`` is stale (a previous process's, or one whose answer a fault swallowed).
+    inflight: set[uuid.UUID] = field(default_factory=set)
+    release_due: bool = True  # at start: the previous process may have died holding leases
+
+    async def release_stale_leases(self) -> None:
+        n = await store.release_leases(self.pool, self.owner, self.inflight)
+        self.release_due = False
+        if n:
+            log.info("stale delivery leases given back", count=n, owner=self.owner)
+
+    @contextlib.asynccontextmanager
+    async def lease(self, channel: str, kind: str, limit: int) -> AsyncIterator[list[store.Row]]:
+        """Lease due rows for the body of the ``with``, which sends them."""
+        lease_id = uuid.uuid4()
+        self.inflight.add(lease_id)
+        try:
+            yield await store.lease(
+                self.pool,
+                channel,
+                kind,
+                limit,
+                self.settings.lease_seconds,
+                self.owner,
+                lease_id,
+            )
+        finally:
+            self.inflight.discard(lease_id)
 
 
 class ChannelWorker:
@@ -73,10 +104,12 @@ class ChannelWorker:
                 busy = await self.tick()
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("delivery worker: database unavailable", error=repr(exc))
+                self.ctx.release_due = True  # a lease may have been granted unanswered
                 busy = False
                 await asyncio.sleep(1.0)
             except Exception:  # a bug must not stop every later delivery of the channel
                 log.exception("delivery worker round failed", channel=self.ch.name)
+                self.ctx.release_due = True
                 busy = False
                 await asyncio.sleep(1.0)
             if busy:
@@ -91,15 +124,17 @@ class ChannelWorker:
 
     async def tick(self) -> bool:
         """One round; True when it sent something (so go again at once)."""
-        pool, s = self.ctx.pool, self.ctx.settings
+        ctx, pool, s = self.ctx, self.ctx.pool, self.ctx.settings
+        if ctx.release_due:
+            await ctx.release_stale_leases()
         free = self.limiter.free(time.monotonic())
         if free == 0:
             return False
         sent = False
-        digests = await store.lease(pool, self.ch.name, "digest", min(free, 10), s.lease_seconds)
-        for row in digests:
-            await self.send(row)
-            sent = True
+        async with ctx.lease(self.ch.name, "digest", min(free, 10)) as digests:
+            for row in digests:
+                await self.send(row)
+                sent = True
         free = self.limiter.free(time.monotonic())
         if free == 0:
             return sent
@@ -108,27 +143,33 @@ class ChannelWorker:
             return sent
         cautious = time.monotonic() < self.throttled_until
         if due <= free and not (cautious and due > 1):
-            rows = await store.lease(
-                pool, self.ch.name, "single", min(due, LEASE_BATCH), s.lease_seconds
-            )
-            await asyncio.gather(*(self._bounded(r) for r in rows))
+            async with ctx.lease(self.ch.name, "single", min(due, LEASE_BATCH)) as rows:
+                await self._send_all(rows)
             return bool(rows) or sent
         # A surge: more due than the channel may take now (or it said "too fast" lately).
         # Fold them into one digest.
-        rows = await store.lease(pool, self.ch.name, "single", s.digest_max_items, s.lease_seconds)
-        if not rows:
-            return sent
-        if len(rows) <= free and not (cautious and len(rows) > 1):
-            await asyncio.gather(*(self._bounded(r) for r in rows))
-            return True
-        summary = summarise([r.event() for r in rows])
-        summary["escalation_ids"] = [r.escalation_id for r in rows]
-        digest = await store.make_digest(pool, self.ch.name, rows, summary)
-        metrics.NOTIFIER_DIGESTS.labels(self.ch.kind).inc()
-        metrics.NOTIFIER_DIGESTED.labels(self.ch.kind).inc(len(rows))
-        log.info("surge folded into a digest", channel=self.ch.name, count=len(rows))
-        await self.send(digest)
+        async with ctx.lease(self.ch.name, "single", s.digest_max_items) as rows:
+            if not rows:
+                return sent
+            if len(rows) <= free and not (cautious and len(rows) > 1):
+                await self._send_all(rows)
+                return True
+            summary = summarise([r.event() for r in rows])
+            summary["escalation_ids"] = [r.escalation_id for r in rows]
+            digest = await store.make_digest(pool, self.ch.name, rows, summary)
+            metrics.NOTIFIER_DIGESTS.labels(self.ch.kind).inc()
+            metrics.NOTIFIER_DIGESTED.labels(self.ch.kind).inc(len(rows))
+            log.info("surge folded into a digest", channel=self.ch.name, count=len(rows))
+            await self.send(digest)
         return True
+
+    async def _send_all(self, rows: list[store.Row]) -> None:
+        """Send leased rows, ``SEND_CONCURRENCY`` at a time; every send finishes (its lease
+        round stays in flight until then) before the first failure is raised."""
+        results = await asyncio.gather(*(self._bounded(r) for r in rows), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
 
     async def _bounded(self, row: store.Row) -> None:
         async with self._sem:

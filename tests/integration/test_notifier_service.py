@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +50,8 @@ class Stack:
     pool: asyncpg.Pool
     bootstrap: str
     leftover: Any
+    stale: Any  # leased by this instance's previous (killed) process
+    foreign: Any  # leased by another instance, still within its lease
 
     async def publish(self, *events: Any) -> None:
         futs = [
@@ -151,11 +154,23 @@ async def stack(
             public_base_url=f"http://127.0.0.1:{port}",
             ticket_base_url="https://desk.example/t/",
             api_token=API_TOKEN,
+            instance_id=uid("notifier-instance"),
         )
         # A delivery left queued by an earlier process (crash or restart): the new process
         # sends it from the table, with no Kafka message to prompt it.
         leftover = sample(shop_id="s-basic")
         await store.record_escalation(pool, leftover, "basic", ["ding"], None)
+        # One leased by this instance's previous process, killed before it sent it (the
+        # lease would hold it for ten minutes), and one leased by another, live instance.
+        stale, foreign = sample(shop_id="s-basic"), sample(shop_id="s-basic")
+        for esc, owner in ((stale, settings.lease_owner()), (foreign, uid("other-instance"))):
+            await store.record_escalation(pool, esc, "basic", ["ding"], None)
+            await pool.execute(
+                "UPDATE notifier_deliveries SET next_attempt_at = now() + interval '10 minutes',"
+                " lease_owner = $2, lease_id = gen_random_uuid() WHERE escalation_id = $1",
+                esc.escalation_id,
+                owner,
+            )
         producer = AIOKafkaProducer(bootstrap_servers=infra.bootstrap, linger_ms=5)
         await producer.start()
         try:
@@ -173,6 +188,8 @@ async def stack(
                     pool,
                     infra.bootstrap,
                     leftover,
+                    stale,
+                    foreign,
                 )
         finally:
             await producer.stop()
@@ -206,6 +223,62 @@ async def test_a_delivery_queued_before_a_restart_is_sent_from_the_table(stack: 
         stack.leftover.escalation_id,
     )
     assert status == "delivered"
+
+
+async def test_a_restarted_instance_sends_what_its_killed_process_had_leased(
+    stack: Stack,
+) -> None:
+    deadline = time.monotonic() + 15
+    while not any(stack.stale.ticket_id in str(g.body) for g in stack.rx.got):
+        assert time.monotonic() < deadline, "the stale lease was left to run out"
+        await asyncio.sleep(0.05)
+    rows = {
+        r["escalation_id"]: (r["status"], r["lease_owner"])
+        for r in await stack.pool.fetch(
+            "SELECT escalation_id, status, lease_owner FROM notifier_deliveries"
+            " WHERE escalation_id = ANY($1::text[])",
+            [stack.stale.escalation_id, stack.foreign.escalation_id],
+        )
+    }
+    assert rows[stack.stale.escalation_id] == ("delivered", None)
+    # Another instance's lease is its own until it runs out: not sent, not touched.
+    status, owner = rows[stack.foreign.escalation_id]
+    assert status == "pending" and owner is not None
+    assert not any(stack.foreign.ticket_id in str(g.body) for g in stack.rx.got)
+
+
+async def test_lease_release_keeps_rounds_in_flight_and_retry_backoff(stack: Stack) -> None:
+    owner = uid("lease-owner")
+    kept_esc, lost_esc, retry_esc = (sample(shop_id="s-none") for _ in range(3))
+    for esc in (kept_esc, lost_esc, retry_esc):
+        await store.record_escalation(stack.pool, esc, None, ["nowhere"], None)
+    kept, lost = uuid.uuid4(), uuid.uuid4()
+    leased: dict[uuid.UUID, list[store.Row]] = {}
+    for lid in (kept, lost, uuid.uuid4()):
+        leased[lid] = await store.lease(stack.pool, "nowhere", "single", 1, 600, owner, lid)
+    assert sorted(len(rows) for rows in leased.values()) == [1, 1, 1]
+    # The third round was sent and failed: its retry is due in 100 s, lease over.
+    [row] = leased.popitem()[1]
+    await store.record_attempt(stack.pool, row, 1, "retry", "pending", 503, "x", 1.0, 100.0)
+
+    assert await store.release_leases(stack.pool, owner, [kept]) == 1
+    due = {
+        r["escalation_id"]: r["due"]
+        for r in await stack.pool.fetch(
+            "SELECT escalation_id, next_attempt_at <= now() AS due FROM notifier_deliveries"
+            " WHERE channel = 'nowhere' AND escalation_id = ANY($1::text[])",
+            [kept_esc.escalation_id, lost_esc.escalation_id, retry_esc.escalation_id],
+        )
+    }
+    [lost_row], [kept_row] = leased[lost], leased[kept]
+    assert due[lost_row.escalation_id] is True  # given back
+    assert due[kept_row.escalation_id] is False  # still being sent
+    assert due[row.escalation_id] is False  # its backoff stands
+    await stack.pool.execute(
+        "UPDATE notifier_deliveries SET status = 'cancelled' WHERE channel = 'nowhere'"
+        " AND escalation_id = ANY($1::text[])",
+        [kept_esc.escalation_id, lost_esc.escalation_id, retry_esc.escalation_id],
+    )
 
 
 async def test_server_errors_are_retried_with_every_attempt_recorded(stack: Stack) -> None:
