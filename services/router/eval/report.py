@@ -11,7 +11,9 @@ category and risk signal; English rows are sampled by ``sample_bitext.py`` from 
 customer-support set (CDLA-Sharing-1.0, see LICENSE-bitext-CDLA-Sharing-1.0.txt).
 A third set, ``zh_fresh.jsonl`` (80 Chinese messages written after the rules were last
 changed and never used to change them), is reported on its own line with its own verdict;
-it is not in the figures above it nor in the exit status.
+it is not in the figures above it nor in the exit status. A fourth,
+``zh_fresh2.jsonl`` (72 Chinese messages written in session 3 before the safety-wording
+change), is reported the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ FILES = DEV_FILES + HOLDOUT_FILES
 # Written after the rules were last changed and never used to change them: reported on its
 # own (not in the figures above, not in the exit status), the least biased figure we have.
 FRESH_FILES = ("zh_fresh.jsonl",)
+# A fourth set, written in session 3 before the safety-wording rules change (its figures
+# before that change are in docs/routing-rules.md); reported on its own line the same way.
+FRESH2_FILES = ("zh_fresh2.jsonl",)
 TARGET_MACRO_F1 = 0.85
 TARGET_TIER_ACCURACY = 0.9
 
@@ -255,20 +260,24 @@ def main(argv: Sequence[str] = ()) -> int:
             f"{part.priority_accuracy:.3f}, urgent threats below L2 "
             f"{len(part.threats_below_l2)}/{part.threats}"
         )
-    fresh = evaluate(load_rows(FRESH_FILES), clf)
-    print(
-        f"  {'third set':<11}{len(fresh.rows):>4} messages: macro-F1 {fresh.macro_f1:.3f}, "
-        f"tier accuracy {fresh.tier_accuracy:.3f}, priority accuracy "
-        f"{fresh.priority_accuracy:.3f}, urgent threats below L2 "
-        f"{len(fresh.threats_below_l2)}/{fresh.threats}"
-        f"  <- fresh, never tuned on: {'meets' if fresh.passed else 'MISSES'} the targets"
-    )
-    if "--quiet" not in argv:
-        for r, d in fresh.errors:
-            print(
-                f"    [third] {r.text[:60]!r}: labelled {r.category}/{r.priority}/{r.tier},"
-                f" decided {d.category.value}/{d.priority.value}/{d.tier.value}"
-            )
+    for name, tag, fresh_files in (
+        ("third set", "third", FRESH_FILES),
+        ("fourth set", "fourth", FRESH2_FILES),
+    ):
+        fresh = evaluate(load_rows(fresh_files), clf)
+        print(
+            f"  {name:<11}{len(fresh.rows):>4} messages: macro-F1 {fresh.macro_f1:.3f}, "
+            f"tier accuracy {fresh.tier_accuracy:.3f}, priority accuracy "
+            f"{fresh.priority_accuracy:.3f}, urgent threats below L2 "
+            f"{len(fresh.threats_below_l2)}/{fresh.threats}"
+            f"  <- fresh: {'meets' if fresh.passed else 'MISSES'} the targets"
+        )
+        if "--quiet" not in argv:
+            for r, d in fresh.errors:
+                print(
+                    f"    [{tag}] {r.text[:60]!r}: labelled {r.category}/{r.priority}/"
+                    f"{r.tier}, decided {d.category.value}/{d.priority.value}/{d.tier.value}"
+                )
     return 0 if ok else 1
 
 
