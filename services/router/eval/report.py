@@ -13,7 +13,9 @@ A third set, ``zh_fresh.jsonl`` (80 Chinese messages written after the rules wer
 changed and never used to change them), is reported on its own line with its own verdict;
 it is not in the figures above it nor in the exit status. A fourth,
 ``zh_fresh2.jsonl`` (72 Chinese messages written in session 3 before the safety-wording
-change), is reported the same way.
+change), is reported the same way. A fifth, ``zh_fresh3.jsonl`` (81 Chinese messages
+written in session 4 before the generalisation change), is held out: only its summary line
+is printed, never its misses, so that nobody tunes the rules on it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ FRESH_FILES = ("zh_fresh.jsonl",)
 # A fourth set, written in session 3 before the safety-wording rules change (its figures
 # before that change are in docs/routing-rules.md); reported on its own line the same way.
 FRESH2_FILES = ("zh_fresh2.jsonl",)
+# A fifth, written in session 4 before the generalisation change: held out, its summary line
+# only (its misses are never printed, so the rules are not tuned on it).
+FRESH3_FILES = ("zh_fresh3.jsonl",)
 TARGET_MACRO_F1 = 0.85
 TARGET_TIER_ACCURACY = 0.9
 
@@ -263,6 +268,7 @@ def main(argv: Sequence[str] = ()) -> int:
     for name, tag, fresh_files in (
         ("third set", "third", FRESH_FILES),
         ("fourth set", "fourth", FRESH2_FILES),
+        ("fifth set", "", FRESH3_FILES),
     ):
         fresh = evaluate(load_rows(fresh_files), clf)
         print(
@@ -272,7 +278,7 @@ def main(argv: Sequence[str] = ()) -> int:
             f"{len(fresh.threats_below_l2)}/{fresh.threats}"
             f"  <- fresh: {'meets' if fresh.passed else 'MISSES'} the targets"
         )
-        if "--quiet" not in argv:
+        if tag and "--quiet" not in argv:
             for r, d in fresh.errors:
                 print(
                     f"    [{tag}] {r.text[:60]!r}: labelled {r.category}/{r.priority}/"
