@@ -22,6 +22,7 @@ Baseline in the same run: the same path with SLA_WATCH_BATCH_MAX_RECORDS=1 (one
 transaction and one offset commit per message, as before batching).
 
     python bench/sla/bench.py [--sizes 10000,100000] [--outage 5]
+    python bench/sla/bench.py --only-throughput     # the starts+stops part alone
     N=1000000 make bench-sla
 """
 
@@ -445,8 +446,15 @@ async def main() -> None:
     ap.add_argument("--hold", type=int, default=1_000_000, help="memory check size; 0: skip")
     ap.add_argument("--tp-tickets", type=int, default=20_000, help="throughput run; 0: skip")
     ap.add_argument("--tp-batch", type=int, default=500, help="SLA_WATCH_BATCH_MAX_RECORDS")
+    ap.add_argument(
+        "--only-throughput",
+        action="store_true",
+        help="run only the starts+stops throughput part (no lateness sizes, no memory check)",
+    )
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    if args.only_throughput:
+        sizes, args.hold = [], 0
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sla-"))
     pg = Postgres(tmp / "pg", port=free_port(), log_file=tmp / "pg.log")
