@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker, KafkaMessage
@@ -90,6 +90,20 @@ def subscriber_options(group_id: str, tracker: AssignmentTracker) -> dict[str, A
     }
 
 
+Client = TypeVar("Client", AIOKafkaProducer, AIOKafkaConsumer)
+
+
+async def _start(client: Client) -> Client:
+    """Start an aiokafka client; a failed start closes what it opened and raises."""
+    try:
+        await client.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await client.stop()
+        raise
+    return client
+
+
 class RelayProducer:
     """The outbox relay's producer: a plain aiokafka producer, started on first use and
     restarted after a failed start, that sends pre-serialised records with the same
@@ -102,25 +116,21 @@ class RelayProducer:
         self._bootstrap = bootstrap_servers
         self._client_id = f"ticketflow-{service}-relay"
         self._producer: AIOKafkaProducer | None = None
+        self._offsets: AIOKafkaConsumer | None = None
         self._starting = asyncio.Lock()
 
     async def _started(self) -> AIOKafkaProducer:
         async with self._starting:
             if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self._bootstrap,
-                    client_id=self._client_id,
-                    acks="all",
-                    enable_idempotence=False,  # see make_broker
-                    linger_ms=1,
+                self._producer = await _start(
+                    AIOKafkaProducer(
+                        bootstrap_servers=self._bootstrap,
+                        client_id=self._client_id,
+                        acks="all",
+                        enable_idempotence=False,  # see make_broker
+                        linger_ms=1,
+                    )
                 )
-                try:
-                    await producer.start()
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
-                    raise
-                self._producer = producer
             return self._producer
 
     async def publish(
@@ -135,11 +145,33 @@ class RelayProducer:
         fut: Awaitable[Any] = await producer.send(topic, value, key=key, headers=headers)
         return fut
 
+    async def end_offsets(
+        self, partitions: Sequence[tuple[str, int]]
+    ) -> Mapping[tuple[str, int], int]:
+        """Log end offsets of (topic, partition)s (the relay's check that the broker kept
+        what it acknowledged), through a group-less consumer started on first use."""
+        async with self._starting:
+            if self._offsets is None:
+                self._offsets = await _start(
+                    AIOKafkaConsumer(
+                        bootstrap_servers=self._bootstrap,
+                        client_id=self._client_id + "-offsets",
+                        enable_auto_commit=False,
+                        request_timeout_ms=5_000,
+                    )
+                )
+        ends = await self._offsets.end_offsets([TopicPartition(t, p) for t, p in partitions])
+        return {(tp.topic, tp.partition): int(o) for tp, o in ends.items()}
+
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(Exception):
                 await producer.stop()
+        offsets, self._offsets = self._offsets, None
+        if offsets is not None:
+            with contextlib.suppress(Exception):
+                await offsets.stop()
 
 
 async def publish_event(
@@ -217,7 +249,8 @@ async def consume(
 
 
 async def update_lag(broker: KafkaBroker, service: str) -> None:
-    """Set the consumer-lag gauge from each consumer's high watermarks and positions."""
+    """Set the consumer-lag gauge from each consumer's high watermarks and positions, and
+    rewind a consumer whose position is past its partition's log end (``rewind_if_past_end``)."""
     totals: dict[str, int] = {}
     for sub in broker.subscribers:
         consumer = getattr(sub, "consumer", None)
@@ -230,12 +263,36 @@ async def update_lag(broker: KafkaBroker, service: str) -> None:
                 if hw is None:
                     continue
                 pos = await consumer.position(tp)
+                if await rewind_if_past_end(consumer, tp, pos, hw, service):
+                    continue
                 totals[tp.topic] = totals.get(tp.topic, 0) + max(0, hw - pos)
         except Exception as exc:  # rebalancing or not yet joined: try next time
             log.debug("lag not available", error=repr(exc))
             continue
     for topic, lag in totals.items():
         metrics.CONSUMER_LAG.labels(service, topic).set(lag)
+
+
+async def rewind_if_past_end(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, position: int, end: int, service: str
+) -> bool:
+    """A position past the log end means the broker lost records (a memory-only broker
+    restarted, an unclean leader election): the log now is shorter than what this consumer
+    read. Re-read the partition from the beginning of the new log (what
+    ``auto_offset_reset="earliest"`` does when the broker answers OffsetOutOfRange, which
+    not every broker does); handlers are idempotent by event id, so repeats are dropped."""
+    if position <= end:
+        return False
+    log.warning(
+        "consumer position past the log end: the broker lost records; re-reading",
+        topic=tp.topic,
+        partition=tp.partition,
+        position=position,
+        log_end=end,
+    )
+    await consumer.seek_to_beginning(tp)
+    metrics.CONSUMER_REWINDS.labels(service, tp.topic).inc()
+    return True
 
 
 async def ensure_topics(bootstrap_servers: str, topics: tuple[TopicSpec, ...] = ALL_TOPICS) -> None:

@@ -53,6 +53,13 @@ CONSUMER_LAG = Gauge(
     multiprocess_mode=_GAUGE_MODE,
     registry=REGISTRY,
 )
+# A consumer found its position past the log end (the broker lost records) and re-read.
+CONSUMER_REWINDS = Counter(
+    "ticketflow_consumer_rewinds_total",
+    "Consumer partitions re-read from the beginning because the log end fell below them",
+    ["service", "topic"],
+    registry=REGISTRY,
+)
 # Rows waiting in a service's transactional outbox.
 OUTBOX_BACKLOG = Gauge(
     "ticketflow_outbox_backlog",
@@ -81,6 +88,20 @@ OUTBOX_PUBLISH_ERRORS = Counter(
     "ticketflow_outbox_publish_errors_total",
     "Outbox relay batches that failed to publish",
     ["service"],
+    registry=REGISTRY,
+)
+# The broker lost records it had acknowledged to the relay (per partition detected), and
+# the retained rows the relay re-published because of it.
+OUTBOX_BROKER_LOSSES = Counter(
+    "ticketflow_outbox_broker_losses_total",
+    "Partitions on which the broker lost records it had acknowledged to the outbox relay",
+    ["service", "topic"],
+    registry=REGISTRY,
+)
+OUTBOX_REPUBLISHED = Counter(
+    "ticketflow_outbox_republished_total",
+    "Retained outbox rows re-published after the broker lost acknowledged records",
+    ["service", "topic"],
     registry=REGISTRY,
 )
 # Events sent to the dead-letter topic, with a bounded reason.

@@ -2,14 +2,27 @@
 
 A service writes the event row in the same PostgreSQL transaction as the change it
 reports (``enqueue``). ``OutboxRelay`` publishes rows to Kafka in id order, in batches,
-and deletes them once the broker has acknowledged every one. A crash between publish
-and delete re-publishes the batch: delivery is at least once, and every consumer is
-idempotent on the event's ids, so the effect is exactly once.
+and once the broker has acknowledged every one moves them, with the partition and offset
+of their acknowledgement, to ``outbox_sent`` (or deletes them when retention is off). A
+crash between publish and move re-publishes the batch: delivery is at least once, and
+every consumer is idempotent on the event's ids, so the effect is exactly once.
+
+A broker can lose records it acknowledged: a memory-only broker restarted (the local
+Tansu), an unclean leader election in Kafka. The relay keeps published rows for
+``retention_seconds`` (the services' ``OUTBOX_RETENTION_SECONDS``, 300 by default; 0
+turns retention off) and watches for loss on the partitions it wrote (``LossDetector``):
+an acknowledgement whose offset is not above the previous one on that partition, or a
+partition whose log end offset fell below an offset the broker acknowledged. It then re-publishes the kept rows of those partitions
+in id order before anything newer. Consumers drop the repeats by event id. A relay records
+each loss it finds in ``outbox_broker_losses``, and every other relay re-publishes its kept
+rows of that partition too: where several producers write one partition, the others' next
+acknowledgements can land above what they had before, so they may not see the loss
+themselves. Kept rows are not purged while the broker does not answer, so an outage
+longer than the retention does not make the rows it lost unrecoverable.
 
 Only one relay per producer runs at a time (a PostgreSQL advisory lock), which keeps the
 order per key. If the broker is down the rows wait; the relay retries with backoff and
-catches up when it is back. The broker's memory-only storage in the local stack makes
-this the recovery path for a broker restart too.
+catches up when it is back.
 """
 
 from __future__ import annotations
@@ -17,9 +30,9 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
 
@@ -31,9 +44,21 @@ from shared.topics import TopicSpec
 log = get_logger(__name__)
 
 CHANNEL = "ticketflow_outbox"
+DEFAULT_RETENTION_SECONDS = 300.0
 
 Publish = Callable[[str, bytes | None, bytes, str | None], Awaitable[Any]]
-"""(topic, key, value, correlation_id) -> awaitable that resolves when the broker acked."""
+"""(topic, key, value, correlation_id) -> awaitable that resolves when the broker acked
+(to the record's metadata: ``topic``, ``partition``, ``offset``, as aiokafka gives)."""
+
+Partition = tuple[str, int]
+"""(topic, partition)"""
+
+
+@runtime_checkable
+class EndOffsets(Protocol):
+    """What the relay needs to see that a broker lost data: the log end offsets."""
+
+    async def end_offsets(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +79,91 @@ async def enqueue(conn: asyncpg.Connection, producer: str, rows: Sequence[Outbox
     )
 
 
+class LossDetector:
+    """Per partition, what the broker acknowledged to this relay; says which partitions
+    lost acknowledged records. Offsets on a partition only grow while the log keeps what
+    it acknowledged, so an acknowledgement at or below an earlier one means the log was
+    truncated or replaced. The log end is compared with a lower bound only, the first
+    offset acknowledged in the latest batch written to the partition: some brokers answer
+    a log end that trails the last record (Tansu 0.6 gives the last produce batch's base
+    offset + 1), and a log end at or below that bound is a loss on any broker."""
+
+    def __init__(self) -> None:
+        self.acked: dict[Partition, int] = {}
+        self.floor: dict[Partition, int] = {}
+
+    def observe(self, acks: Iterable[tuple[str, int, int]]) -> set[Partition]:
+        """Record one batch's acknowledgements in the order they were sent; the partitions
+        where one went backwards (the broker lost what it had acknowledged before)."""
+        lost: set[Partition] = set()
+        first: set[Partition] = set()
+        for topic, partition, offset in acks:
+            tp = (topic, partition)
+            if offset <= self.acked.get(tp, -1):
+                lost.add(tp)
+                self.floor[tp] = offset
+            elif tp not in first:
+                self.floor[tp] = offset
+            first.add(tp)
+            self.acked[tp] = offset
+        return lost
+
+    def remember(self, acked: Iterable[tuple[str, int, int]]) -> None:
+        """Highest offsets acknowledged to an earlier leader: checked against later acks
+        only (no log-end bound: their batches are unknown)."""
+        for topic, partition, offset in acked:
+            self.acked[(topic, partition)] = offset
+
+    def check(self, end_offsets: Mapping[Partition, int]) -> set[Partition]:
+        """The partitions whose log ends at or below an offset acknowledged to us."""
+        return {tp for tp, end in end_offsets.items() if tp in self.floor and end <= self.floor[tp]}
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        for tp in partitions:
+            self.acked.pop(tp, None)
+            self.floor.pop(tp, None)
+
+
+def _acks(results: Sequence[Any]) -> list[tuple[str, int, int]]:
+    """(topic, partition, offset) of each acknowledgement; [] if the publisher gives none."""
+    out: list[tuple[str, int, int]] = []
+    for md in results:
+        offset = getattr(md, "offset", None)
+        if offset is None:
+            return []
+        out.append((md.topic, md.partition, offset))
+    return out
+
+
+_MOVE = """
+WITH moved AS (
+    DELETE FROM outbox WHERE id = ANY($2::bigint[])
+    RETURNING id, topic, key, payload, correlation_id
+)
+INSERT INTO outbox_sent (producer, id, topic, key, payload, correlation_id,
+                         kafka_partition, kafka_offset)
+SELECT $1, m.id, m.topic, m.key, m.payload, m.correlation_id, a.p, a.o
+FROM moved m JOIN unnest($2::bigint[], $3::int[], $4::bigint[]) AS a(id, p, o) USING (id)
+ON CONFLICT (producer, id) DO UPDATE
+    SET kafka_partition = EXCLUDED.kafka_partition, kafka_offset = EXCLUDED.kafka_offset,
+        sent_at = EXCLUDED.sent_at
+"""
+
+_KEPT = """
+SELECT s.id, s.topic, s.key, s.payload, s.correlation_id
+FROM outbox_sent s JOIN unnest($2::text[], $3::int[]) AS l(topic, part)
+    ON s.topic = l.topic AND s.kafka_partition = l.part
+WHERE s.producer = $1 AND s.id > $4
+ORDER BY s.id LIMIT $5
+"""
+
+_REACKED = """
+UPDATE outbox_sent s SET kafka_partition = a.p, kafka_offset = a.o
+FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS a(id, p, o)
+WHERE s.producer = $1 AND s.id = a.id
+"""
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -64,6 +174,10 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         publish_timeout: float = 15.0,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        end_offsets: EndOffsets | None = None,
+        loss_check_interval: float = 1.0,
+        purge_interval: float = 5.0,
     ) -> None:
         self._dsn = dsn
         self._producer = producer
@@ -71,12 +185,32 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._publish_timeout = publish_timeout
+        self._retention = retention_seconds
+        if end_offsets is None:
+            # RelayProducer.publish: its producer also answers end offsets.
+            owner = getattr(publish, "__self__", None)
+            end_offsets = owner if isinstance(owner, EndOffsets) else None
+        self._end_offsets = end_offsets if self._retention > 0 else None
+        self._loss_check_interval = loss_check_interval
+        self._purge_interval = purge_interval
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._lock_key = zlib.crc32(f"outbox:{producer}".encode()) & 0x7FFFFFFF
+        self._detector = LossDetector()
+        self._lost: set[Partition] = set()
+        self._last_check = 0.0
+        self._last_purge = 0.0
+        self._broker_down = False  # the last publish or log-end check failed: keep rows
+        self._cursor = 0  # the other relays' loss detections acted on (outbox_loss_cursor)
+        self._cursor_pending = 0
+        self._recorded: set[int] = set()  # ids of the detections this relay recorded
         self.is_leader = False
         self.last_error: str | None = None
         self._last_gauge = 0.0
+
+    @property
+    def retention_seconds(self) -> float:
+        return self._retention
 
     def stop(self) -> None:
         self._stop.set()
@@ -119,31 +253,46 @@ class OutboxRelay:
                 return
             self.is_leader = True
             await conn.add_listener(CHANNEL, self._on_notify)
+            await self._load_acked(conn)
             backoff = 0.2
             while not self._stop.is_set():
-                n = await self._relay_batch(conn)
+                n = await self._maintain(conn)
+                if n >= 0:
+                    n = await self._relay_batch(conn)
                 if n < 0:  # publish failed: back off, keep the rows
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.2
                 if n < self._batch_size:
-                    await self._sleep(self._poll_interval)
+                    await self._sleep(min(self._poll_interval, self._loss_check_interval))
         finally:
             self.is_leader = False
             if not conn.is_closed():
                 await conn.close()
 
-    async def _relay_batch(self, conn: asyncpg.Connection) -> int:
-        rows = await conn.fetch(
-            "SELECT id, topic, key, payload, correlation_id, created_at FROM outbox"
-            " WHERE producer = $1 ORDER BY id LIMIT $2",
-            self._producer,
-            self._batch_size,
+    async def _load_acked(self, conn: asyncpg.Connection) -> None:
+        """A new leader starts from what earlier leaders had acknowledged and kept, and
+        from the other relays' loss detections they had acted on."""
+        self._detector = LossDetector()
+        if self._retention <= 0:
+            return
+        self._cursor = self._cursor_pending = int(
+            await conn.fetchval(
+                "SELECT coalesce(max(last_id), 0) FROM outbox_loss_cursor WHERE producer = $1",
+                self._producer,
+            )
         )
-        await self._update_gauges(conn, force=not rows)
-        if not rows:
-            return 0
+        rows = await conn.fetch(
+            "SELECT topic, kafka_partition, max(kafka_offset) AS o FROM outbox_sent"
+            " WHERE producer = $1 GROUP BY topic, kafka_partition",
+            self._producer,
+        )
+        self._detector.remember((r["topic"], r["kafka_partition"], r["o"]) for r in rows)
+
+    async def _send(self, rows: Sequence[asyncpg.Record]) -> list[tuple[str, int, int]] | None:
+        """Publish rows in order and wait for every ack; None if the broker did not take
+        them all (counted and logged)."""
         try:
             async with asyncio.timeout(self._publish_timeout):
                 futures = [
@@ -155,19 +304,174 @@ class OutboxRelay:
                     )
                     for r in rows
                 ]
-                await asyncio.gather(*futures)
+                results = await asyncio.gather(*futures)
         except Exception as exc:
             metrics.OUTBOX_PUBLISH_ERRORS.labels(self._producer).inc()
             self.last_error = f"publish: {exc.__class__.__name__}"
+            self._broker_down = True
             log.warning("outbox publish failed; will retry", error=repr(exc), rows=len(rows))
-            return -1
+            return None
         self.last_error = None
-        await conn.execute(
-            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+        self._broker_down = False
+        return _acks(results)
+
+    async def _relay_batch(self, conn: asyncpg.Connection) -> int:
+        rows = await conn.fetch(
+            "SELECT id, topic, key, payload, correlation_id, created_at FROM outbox"
+            " WHERE producer = $1 ORDER BY id LIMIT $2",
+            self._producer,
+            self._batch_size,
         )
+        await self._update_gauges(conn, force=not rows)
+        if not rows:
+            return 0
+        acks = await self._send(rows)
+        if acks is None:
+            return -1
+        ids = [r["id"] for r in rows]
+        if self._retention > 0 and acks:
+            await self._note_lost(conn, self._detector.observe(acks))
+            await conn.execute(
+                _MOVE, self._producer, ids, [a[1] for a in acks], [a[2] for a in acks]
+            )
+        else:
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
         for r in rows:
             metrics.OUTBOX_PUBLISHED.labels(self._producer, r["topic"]).inc()
         return len(rows)
+
+    async def _note_lost(
+        self, conn: asyncpg.Connection, lost: set[Partition], *, found_by: str | None = None
+    ) -> None:
+        """Mark partitions for re-publishing; record a loss this relay found itself
+        (``found_by`` None) for the other relays."""
+        new = lost - self._lost
+        if not new:
+            return
+        self._lost |= new
+        for topic, _ in new:
+            metrics.OUTBOX_BROKER_LOSSES.labels(self._producer, topic).inc()
+        log.warning(
+            "broker lost acknowledged records; re-publishing the kept rows",
+            partitions=sorted(f"{t}/{p}" for t, p in new),
+            found_by=found_by or self._producer,
+        )
+        if found_by is None:
+            found = sorted(new)
+            ids = await conn.fetch(
+                "INSERT INTO outbox_broker_losses (topic, kafka_partition, detected_by)"
+                " SELECT t, p, $3 FROM unnest($1::text[], $2::int[]) AS l(t, p) RETURNING id",
+                [t for t, _ in found],
+                [p for _, p in found],
+                self._producer,
+            )
+            self._recorded.update(r["id"] for r in ids)
+
+    async def _losses_found_by_others(self, conn: asyncpg.Connection) -> None:
+        """Partitions this relay wrote that were found lost since the cursor: by another
+        relay, or by an earlier leader of this producer that stopped before it had
+        re-published them."""
+        rows = await conn.fetch(
+            "SELECT id, topic, kafka_partition, detected_by FROM outbox_broker_losses"
+            " WHERE id > $1 ORDER BY id",
+            self._cursor,
+        )
+        if not rows:
+            return
+        self._cursor_pending = int(rows[-1]["id"])
+        for r in rows:
+            tp = (r["topic"], r["kafka_partition"])
+            if r["id"] not in self._recorded and tp in self._detector.acked:
+                await self._note_lost(conn, {tp}, found_by=r["detected_by"])
+
+    async def _advance_cursor(self, conn: asyncpg.Connection) -> None:
+        """Once everything marked is re-published, the detections read are acted on."""
+        if self._cursor_pending <= self._cursor or self._lost:
+            return
+        await conn.execute(
+            "INSERT INTO outbox_loss_cursor (producer, last_id) VALUES ($1, $2)"
+            " ON CONFLICT (producer) DO UPDATE"
+            " SET last_id = greatest(outbox_loss_cursor.last_id, EXCLUDED.last_id)",
+            self._producer,
+            self._cursor_pending,
+        )
+        self._cursor = self._cursor_pending
+        self._recorded = {i for i in self._recorded if i > self._cursor}
+
+    async def _maintain(self, conn: asyncpg.Connection) -> int:
+        """Between batches: look for lost data, re-publish it, purge old kept rows.
+        -1 if a re-publish failed (back off, as for a failed batch)."""
+        if self._retention <= 0:
+            return 0
+        now = time.monotonic()
+        if now - self._last_check >= self._loss_check_interval:
+            self._last_check = now
+            await self._losses_found_by_others(conn)
+            if self._end_offsets is not None and self._detector.floor:
+                try:
+                    async with asyncio.timeout(min(3.0, self._publish_timeout)):
+                        ends = await self._end_offsets.end_offsets(sorted(self._detector.floor))
+                except Exception as exc:  # broker away: the next check, or a publish, tells
+                    self._broker_down = True
+                    log.debug("end offsets not available", error=repr(exc))
+                else:
+                    self._broker_down = False
+                    await self._note_lost(conn, self._detector.check(ends))
+        if self._lost and not await self._republish(conn):
+            return -1
+        await self._advance_cursor(conn)
+        if now - self._last_purge >= self._purge_interval and not self._broker_down:
+            # Not while the broker is away: what it lost is only known once it answers.
+            self._last_purge = now
+            await conn.execute(
+                "DELETE FROM outbox_sent WHERE producer = $1"
+                " AND sent_at < clock_timestamp() - make_interval(secs => $2)",
+                self._producer,
+                self._retention,
+            )
+            await conn.execute(
+                "DELETE FROM outbox_broker_losses"
+                " WHERE detected_at < clock_timestamp() - interval '1 day'"
+            )
+        return 0
+
+    async def _republish(self, conn: asyncpg.Connection) -> bool:
+        """Publish again, in id order, every kept row of the partitions that lost data."""
+        lost = sorted(self._lost)
+        self._detector.forget(lost)
+        topics, parts = [t for t, _ in lost], [p for _, p in lost]
+        last_id, total = 0, 0
+        while True:
+            rows = await conn.fetch(_KEPT, self._producer, topics, parts, last_id, self._batch_size)
+            if not rows:
+                break
+            acks = await self._send(rows)
+            if acks is None:
+                return False  # self._lost unchanged: start over once the broker answers
+            again: set[Partition] = set()
+            if acks:
+                # A loss during the re-publish: its partitions are re-published again.
+                again = self._detector.observe(acks)
+                await conn.execute(
+                    _REACKED,
+                    self._producer,
+                    [r["id"] for r in rows],
+                    [a[1] for a in acks],
+                    [a[2] for a in acks],
+                )
+            for r in rows:
+                metrics.OUTBOX_REPUBLISHED.labels(self._producer, r["topic"]).inc()
+            total += len(rows)
+            last_id = rows[-1]["id"]
+            if again:
+                log.warning("broker lost records again during the re-publish")
+                self._lost -= again
+                await self._note_lost(conn, again)  # counted and recorded as a new loss
+                self._lost |= set(lost)  # start over, from the first kept row
+                return True
+        self._lost -= set(lost)
+        log.warning("re-published the kept rows", rows=total, partitions=len(lost))
+        return True
 
     async def _update_gauges(self, conn: asyncpg.Connection, *, force: bool) -> None:
         now = time.monotonic()

@@ -60,7 +60,10 @@ class Runtime:
         if relay:
             self._relay_producer = RelayProducer(settings.kafka_bootstrap_servers, name)
             self.relay = OutboxRelay(
-                settings.database_url.get_secret_value(), name, self._relay_producer.publish
+                settings.database_url.get_secret_value(),
+                name,
+                self._relay_producer.publish,
+                retention_seconds=settings.outbox_retention_seconds,
             )
 
     # -- registration ---------------------------------------------------------------

@@ -44,6 +44,13 @@ class ServiceSettings(BaseSettings):
     db_pool_min: int = Field(1, validation_alias=shared_env("DB_POOL_MIN"), ge=0)
     db_pool_max: int = Field(10, validation_alias=shared_env("DB_POOL_MAX"), ge=1)
     instance_id: str = Field("", validation_alias=shared_env("TICKETFLOW_INSTANCE_ID"))
+    outbox_retention_seconds: float = Field(
+        300.0,
+        validation_alias=shared_env("OUTBOX_RETENTION_SECONDS"),
+        ge=0,
+        description="How long published outbox rows are kept to re-publish after a broker "
+        "lost records it had acknowledged (0: deleted at once).",
+    )
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
