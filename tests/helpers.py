@@ -17,7 +17,10 @@ import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer
 
+from shared.events import SlaEvent
+from shared.outbox import OutboxRow
 from shared.signing import signed_headers
+from shared.topics import SLA
 
 DEV_SECRET = b"ticketflow-local-development-secret"
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
@@ -36,6 +39,25 @@ class Infra:
 
 def uid(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def sla_row(ticket: str, i: int, key: str | None = None) -> OutboxRow:
+    """An outbox row of an SLA event with the id ``<ticket>-<i>``, keyed by the ticket
+    unless told."""
+    return OutboxRow(
+        SLA,
+        ticket if key is None else key,
+        SlaEvent(
+            event_id=f"{ticket}-{i}",
+            correlation_id=f"{ticket}-{i}",
+            producer="test",
+            ticket_id=ticket,
+            conversation_id="c",
+            clock="first_response",
+            kind="started",
+            deadline=None,
+        ),
+    )
 
 
 def generic_body(**overrides: Any) -> dict[str, Any]:

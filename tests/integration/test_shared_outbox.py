@@ -8,33 +8,17 @@ from collections.abc import Sequence
 import pytest
 from faststream.kafka import KafkaMessage
 
-from shared.events import SlaEvent
 from shared.kafka import RelayProducer, make_broker
 from shared.localstack import Broker, free_port
 from shared.outbox import OutboxRelay, OutboxRow, backlog, enqueue
 from shared.topics import SLA
-from tests.helpers import TopicReader, uid
+from tests.helpers import TopicReader, sla_row, uid
 
 pytestmark = pytest.mark.integration
 
 
 def _events(ticket: str, n: int) -> Sequence[OutboxRow]:
-    return [
-        OutboxRow(
-            SLA,
-            ticket,
-            SlaEvent(
-                correlation_id=f"{ticket}-{i}",
-                producer="test",
-                ticket_id=ticket,
-                conversation_id="c",
-                clock="first_response",
-                kind="started",
-                deadline=None,
-            ),
-        )
-        for i in range(n)
-    ]
+    return [sla_row(ticket, i) for i in range(n)]
 
 
 async def _run_relay(relay: OutboxRelay) -> asyncio.Task[None]:

@@ -1,0 +1,209 @@
+"""A broker that loses records it acknowledged (the local Tansu restarted with memory
+storage; Kafka after an unclean leader election): the outbox relay re-publishes its kept
+rows and a group consumer re-reads the new log, so every event reaches the topic and is
+applied once per id. Runs on its own broker (restarted mid-flow) and the session's
+PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import Counter
+from typing import Any
+
+import pytest
+from faststream.kafka import KafkaMessage
+
+from shared import metrics
+from shared.kafka import (
+    AssignmentTracker,
+    RelayProducer,
+    make_broker,
+    subscriber_options,
+    update_lag,
+)
+from shared.localstack import Broker, free_port
+from shared.outbox import OutboxRelay, OutboxRow, enqueue
+from shared.topics import SLA
+from tests.helpers import TopicReader, sla_row, uid
+
+pytestmark = pytest.mark.integration
+
+
+def _event(ticket: str, i: int, key: str | None = None) -> OutboxRow:
+    # several keys unless told: records spread over the partitions
+    return sla_row(ticket, i, key or f"{ticket}-{i % 12}")
+
+
+async def _ids_on_topic(bootstrap: str, ticket: str, expected: set[str]) -> set[str]:
+    """The event ids of this run in the topic, read from the beginning (no group), until
+    all expected ones are there (or 20 s passed)."""
+    seen: set[str] = set()
+
+    def all_there(e: dict[str, Any]) -> bool:
+        if e.get("ticket_id") == ticket:
+            seen.add(e["event_id"])
+        return seen >= expected
+
+    async with TopicReader(bootstrap, SLA.name) as reader:
+        with contextlib.suppress(TimeoutError):
+            await reader.wait_for(all_there, timeout=20)
+    return seen
+
+
+async def test_broker_restart_while_records_flow_loses_nothing(infra, pool, tmp_path):
+    own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
+    own.start()
+    producer, ticket = uid("producer"), uid("tkt")
+    total = 400
+    applied: set[str] = set()  # what an idempotent consumer applied
+    deliveries: Counter[str] = Counter()  # every delivery, repeats included
+    all_applied = asyncio.Event()
+    flowing = asyncio.Event()  # a share of the records was consumed before the restart
+
+    kafka = make_broker(own.bootstrap, "test", graceful_timeout=2.0)
+    tracker = AssignmentTracker()
+
+    @kafka.subscriber(SLA.name, **subscriber_options(uid("g"), tracker))  # type: ignore[untyped-decorator]
+    async def on_sla(body: dict[str, object], message: KafkaMessage) -> None:
+        if body.get("ticket_id") != ticket:
+            return
+        event_id = str(body["event_id"])
+        deliveries[event_id] += 1
+        applied.add(event_id)  # idempotent by event id, as every service is
+        if len(applied) >= 60:
+            flowing.set()
+        if len(applied) == total:
+            all_applied.set()
+
+    republished_before = metrics.OUTBOX_REPUBLISHED.labels(producer, SLA.name)._value.get()
+    out = RelayProducer(own.bootstrap, "test")
+    relay = OutboxRelay(
+        infra.dsn,
+        producer,
+        out.publish,
+        publish_timeout=3.0,
+        loss_check_interval=0.3,
+        retention_seconds=300,
+    )
+    relay_task = asyncio.create_task(relay.run())
+
+    async def lag_loop() -> None:  # what every service runs (shared.service), faster
+        while True:
+            await update_lag(kafka, "test")
+            await asyncio.sleep(0.5)
+
+    lag_task = asyncio.create_task(lag_loop())
+    try:
+        await kafka.start()
+        await asyncio.wait_for(tracker.assigned.wait(), 30)
+
+        async def write(start: int, stop: int) -> None:
+            for i in range(start, stop, 5):
+                async with pool.acquire() as conn, conn.transaction():
+                    await enqueue(conn, producer, [_event(ticket, j) for j in range(i, i + 5)])
+                await asyncio.sleep(0.02)
+
+        # Half the events flow; the broker stops once some of them were consumed (the
+        # others are acknowledged but not consumed yet, or still in the outbox) ...
+        writer = asyncio.create_task(write(0, total // 2))
+        await asyncio.wait_for(flowing.wait(), 30)
+        await asyncio.to_thread(own.stop)
+        await writer
+        # ... the other half is accepted while it is down, and it comes back empty.
+        await write(total // 2, total)
+        await asyncio.to_thread(own.start)
+        await asyncio.wait_for(all_applied.wait(), 45)
+
+        expected = {f"{ticket}-{i}" for i in range(total)}
+        on_topic = await _ids_on_topic(own.bootstrap, ticket, expected)
+        assert on_topic == expected, sorted(expected - on_topic)  # all in the new log
+        assert applied == expected == set(deliveries)
+        republished = (
+            metrics.OUTBOX_REPUBLISHED.labels(producer, SLA.name)._value.get() - republished_before
+        )
+        assert republished >= 60  # at least what was consumed before the restart came again
+        print(f"\nrepublished {republished:.0f}, redelivered {sum(deliveries.values()) - total}")
+    finally:
+        relay.stop()
+        lag_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lag_task
+        await relay_task
+        await out.stop()
+        await kafka.stop()
+        own.stop()
+
+
+async def _until(pool: Any, query: str, *args: object) -> None:
+    """Poll the database until the query answers true (20 s at most)."""
+    async with asyncio.timeout(20):
+        for _ in itertools.count():
+            if await pool.fetchval(query, *args):
+                return
+            await asyncio.sleep(0.1)
+
+
+async def _published(pool: Any, producer: str) -> None:
+    """Until the producer's outbox is empty (its rows acknowledged and kept)."""
+    await _until(pool, "SELECT count(*) = 0 FROM outbox WHERE producer = $1", producer)
+
+
+async def test_a_loss_one_relay_finds_is_republished_by_every_relay_of_the_partition(
+    infra, pool, tmp_path
+):
+    """Two producers write one partition (as router and sla_watch both write
+    cs.escalations.v1). After the restart, B finds the loss and re-publishes so much that
+    A's next acknowledgement lands above what A had before: A cannot see the loss itself
+    and re-publishes because B recorded it."""
+    own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
+    own.start()
+    a, b, ticket = uid("producer-a"), uid("producer-b"), uid("tkt")
+    key = f"{ticket}-key"  # one key: one partition for both producers
+
+    def relay(producer: str, out: RelayProducer) -> OutboxRelay:
+        return OutboxRelay(
+            infra.dsn, producer, out.publish, publish_timeout=3.0, loss_check_interval=0.2
+        )
+
+    async def write(producer: str, ids: range) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, producer, [_event(ticket, i, key) for i in ids])
+
+    out_a, out_b = RelayProducer(own.bootstrap, "a"), RelayProducer(own.bootstrap, "b")
+    relay_a, relay_b = relay(a, out_a), relay(b, out_b)
+    tasks = [asyncio.create_task(relay_a.run()), asyncio.create_task(relay_b.run())]
+    try:
+        await write(a, range(0, 3))
+        await _published(pool, a)
+        relay_a.stop()  # A is away (its service restarts) while the broker loses its log
+        await tasks[0]
+        await write(b, range(100, 130))
+        await _published(pool, b)
+
+        await asyncio.to_thread(own.stop)
+        await asyncio.to_thread(own.start)
+        await write(b, range(130, 135))
+        found = "SELECT count(*) > 0 FROM outbox_broker_losses WHERE detected_by = $1"
+        await _until(pool, found, b)  # B finds the loss and re-publishes
+        await _published(pool, b)
+
+        relay_a = relay(a, out_a)  # A's next leader
+        tasks[0] = asyncio.create_task(relay_a.run())
+        await write(a, range(3, 4))
+        expected = {f"{ticket}-{i}" for i in [*range(0, 4), *range(100, 135)]}
+        on_topic = await _ids_on_topic(own.bootstrap, ticket, expected)
+        assert on_topic == expected, sorted(expected - on_topic)
+        assert not await pool.fetchval(found, a)  # A did not see the loss on its own
+        cursor = "SELECT last_id FROM outbox_loss_cursor WHERE producer = $1"
+        assert await pool.fetchval(cursor, a) == await pool.fetchval(
+            "SELECT max(id) FROM outbox_broker_losses"
+        )
+    finally:
+        relay_a.stop()
+        relay_b.stop()
+        await asyncio.gather(*tasks)
+        await out_a.stop()
+        await out_b.stop()
+        own.stop()
