@@ -334,13 +334,16 @@ class Target:
     bootstrap: str
     stack: LocalStack | None = None
     receiver: bool = True
+    failed: bool = False  # set by the caller when the run lost or duplicated something
 
 
 @contextlib.asynccontextmanager
 async def own_stack(
     ledger: Ledger, sla_seconds: float, keep: bool = False, console: Console | None = None
 ) -> AsyncIterator[Target]:
-    """A fresh local stack on free ports, its notifier delivering to our receiver."""
+    """A fresh local stack on free ports, its notifier delivering to our receiver. Its data
+    and logs are deleted afterwards unless ``keep``, the block raised, or the caller marked
+    the run ``failed`` (a run that lost something keeps what explains it)."""
     data = Path(tempfile.mkdtemp(prefix="ticketflow-load-"))
     receiver = Receiver(RECEIVER_SECRET, ledger)
     async with serve(receiver.app(), free_port()) as rx:
@@ -363,8 +366,9 @@ async def own_stack(
             await asyncio.to_thread(stack.start_infra)
             stack.start_services()
             await asyncio.to_thread(stack.wait_ready, 90)
-            yield Target(stack.services["intake"].url, stack.dsn, stack.bootstrap, stack)
-            ok = True
+            target = Target(stack.services["intake"].url, stack.dsn, stack.bootstrap, stack)
+            yield target
+            ok = not target.failed
         finally:
             await asyncio.to_thread(stack.stop)
             if ok and not keep:
@@ -441,10 +445,16 @@ async def main_async(args: argparse.Namespace) -> int:
             await sender.close()
             progress.update(waiting, description="draining: waiting for clocks and notices")
             report = await drain(target.dsn, ledger, args.drain_seconds + args.sla_seconds)
+            target.failed = not passed(report)
     print_report(console, report, profile.phases(), f"{profile.name}: counted by event id")
     if args.json:
         await asyncio.to_thread(Path(args.json).write_text, json.dumps(report.to_json(), indent=2))
-    return 0 if report.ok() and report.unanswered == 0 else 1
+    return 0 if passed(report) else 1
+
+
+def passed(report: Report) -> bool:
+    """Nothing lost or duplicated, and every webhook acknowledged."""
+    return report.ok() and report.unanswered == 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,16 @@
-"""Load profiles: shapes, counts and phases (pure)."""
+"""Load profiles: shapes, counts and phases (pure); what the own stack leaves behind."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tools import load
 from tools.load import SPIKE, make_profile, steady_times
+from tools.verify import Ledger
 
 
 def test_steady_sends_rate_times_seconds_evenly():
@@ -59,3 +63,39 @@ def test_defaults_and_unknown_profile():
 
 def test_steady_times_are_endless_and_even():
     assert list(itertools.islice(steady_times(4), 5)) == [0, 0.25, 0.5, 0.75, 1.0]
+
+
+class _StandInStack:
+    """Only what own_stack touches; the decision under test is what it deletes after."""
+
+    def __init__(self, data: Path, **_: Any) -> None:
+        self.logs = data / "logs"
+        self.services = {"intake": type("S", (), {"url": "http://127.0.0.1:1"})()}
+        self.dsn, self.bootstrap = "postgresql://x", "127.0.0.1:1"
+
+    def start_infra(self) -> None:
+        self.logs.mkdir(parents=True)
+        (self.logs / "intake.log").write_text("what explains the loss\n")
+
+    def start_services(self) -> None:
+        pass
+
+    def wait_ready(self, _timeout: float) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("failed", [False, True])
+async def test_own_stack_keeps_data_and_logs_of_a_failed_run_only(
+    failed: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "stack"
+    data.mkdir()
+    monkeypatch.setattr(load, "LocalStack", _StandInStack)
+    monkeypatch.setattr(load.tempfile, "mkdtemp", lambda **_: str(data))
+    async with load.own_stack(Ledger(), 5.0) as target:
+        assert (data / "logs" / "intake.log").exists()
+        target.failed = failed
+    assert (data / "logs" / "intake.log").exists() is failed
