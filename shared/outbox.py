@@ -12,10 +12,11 @@ Tansu), an unclean leader election in Kafka. The relay keeps published rows for
 ``retention_seconds`` (the services' ``OUTBOX_RETENTION_SECONDS``, 300 by default; 0
 turns retention off) and watches for loss on the partitions it wrote (``LossDetector``):
 an acknowledgement whose offset is not above the previous one on that partition, or a
-partition whose log end offset fell below an offset the broker acknowledged. It then re-publishes the kept rows of those partitions
-in id order before anything newer. Consumers drop the repeats by event id. A relay records
-each loss it finds in ``outbox_broker_losses``, and every other relay re-publishes its kept
-rows of that partition too: where several producers write one partition, the others' next
+partition whose log end offset fell below an offset the broker acknowledged. It then
+re-publishes the kept rows of those partitions in id order before anything newer.
+Consumers drop the repeats by event id. A relay records each loss it finds in
+``outbox_broker_losses``, and every other relay re-publishes its kept rows of that
+partition too: where several producers write one partition, the others' next
 acknowledgements can land above what they had before, so they may not see the loss
 themselves. Kept rows are not purged while the broker does not answer, so an outage
 longer than the retention does not make the rows it lost unrecoverable.
@@ -425,13 +426,12 @@ class OutboxRelay:
             self._last_purge = now
             await conn.execute(
                 "DELETE FROM outbox_sent WHERE producer = $1"
-                " AND sent_at < clock_timestamp() - make_interval(secs => $2)",
+                " AND sent_at < now() - make_interval(secs => $2)",
                 self._producer,
                 self._retention,
             )
             await conn.execute(
-                "DELETE FROM outbox_broker_losses"
-                " WHERE detected_at < clock_timestamp() - interval '1 day'"
+                "DELETE FROM outbox_broker_losses WHERE detected_at < now() - interval '1 day'"
             )
         return 0
 
