@@ -64,9 +64,9 @@ class ChaosConfig:
 
     @classmethod
     def short(cls) -> ChaosConfig:
-        """The variant ``make test`` runs in about 90 s: a killed consumer waits for its
-        old group member's session to time out before it is ready again, so only intake,
-        router and notifier are killed, and PostgreSQL restarted."""
+        """The variant ``make test`` runs: a killed consumer waits for its old group
+        member's session to time out before it is ready again, so only intake, router and
+        notifier are killed; then the broker and PostgreSQL are restarted."""
         return cls(
             rate=8.0,
             hold=1.0,
@@ -86,7 +86,13 @@ def fault_names() -> list[str]:
     return [*(f"kill -9 {s}" for s in SERVICE_ORDER), "broker restart", "postgres restart"]
 
 
-SHORT_FAULTS = ("kill -9 intake", "kill -9 router", "kill -9 notifier", "postgres restart")
+SHORT_FAULTS = (
+    "kill -9 intake",
+    "kill -9 router",
+    "kill -9 notifier",
+    "broker restart",
+    "postgres restart",
+)
 
 
 def make_faults(

@@ -1,5 +1,6 @@
 """The shortened chaos suite (``make chaos`` runs the full one): on a stack of its own, under
-load, kill -9 intake, router and notifier and restart PostgreSQL, then count by event id."""
+load, kill -9 intake, router and notifier and restart the broker (it comes back empty) and
+PostgreSQL, then count by event id."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ async def test_short_chaos_loses_and_duplicates_nothing():
     assert report.breached > 0 and report.met > 0
     assert report.stages["notified"].done >= report.breached
     assert report.by_phase["kill -9 intake"]["sent"] > 0
+    assert report.by_phase["broker restart"]["sent"] > 0
     assert report.unanswered == 0
     assert report.lost == 0, report.problems
     assert report.duplicated == 0, report.to_json()["stages"]
