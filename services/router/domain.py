@@ -12,7 +12,8 @@ steps below is fixed here.
    an escalation from sla_watch (at least important).
 3. Tier: complaints and disputes to L2, calm simple questions (pre-sale, greetings,
    account) to the bot, the rest to L1; a signal's tier, a conversation that came back
-   twice and an escalation move it up; a threat is never below L2.
+   twice and an escalation move it up; a threat or safety report is urgent and never below
+   L2, whatever the category (checked last, after every other step).
 """
 
 from __future__ import annotations
@@ -231,8 +232,16 @@ def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
         tier = tier_floor
         if not inp.escalated and inp.reopen_count < ctx.reopen_second_line:
             reasons.append("second line: the signals above need an experienced agent")
-    if threat and tier is not Tier.L2:  # pragma: no cover - guaranteed by validation
-        tier = Tier.L2
+    if threat:
+        # The safety net: a threat or safety report is urgent and second line whatever its
+        # category, the context or the signal's own settings say (a rules file that says
+        # otherwise is refused at start-up; this holds for rules built any other way too).
+        if priority is not Priority.urgent:
+            priority = Priority.urgent
+            reasons.append("urgent: a threat or safety report is always urgent")
+        if tier is not Tier.L2:
+            tier = Tier.L2
+            reasons.append("second line: a threat or safety report always goes to L2")
     sentiment = max(-1.0, -0.4 * c.anger) if c.anger else 0.0
     if threat or category is Category.complaint:
         sentiment = min(sentiment, -0.6)

@@ -91,3 +91,29 @@ def test_not_a_mapping_and_missing_file(tmp_path: Path) -> None:
     assert "must be a mapping" in _refused("- just\n- a list\n")
     with pytest.raises(RulesError, match="cannot read the rules file"):
         load_rules(tmp_path / "nope.yaml")
+
+
+def test_an_unknown_family_is_refused_at_its_line() -> None:
+    bad = GOOD.replace("together: [[post, public]]", "together: [[post, publik]]", 1)
+    msg = _refused(bad)
+    assert msg.startswith(f"rules.yaml:{_line_of(bad, '[[post, publik]]')}:"), msg
+    assert "signals.threat_media.together.0.1" in msg and "no family named “publik”" in msg
+
+
+def test_a_bad_pattern_is_refused_at_its_line() -> None:
+    bad = GOOD.replace("patterns: ['第", "patterns: ['(第", 1)
+    msg = _refused(bad)
+    line = _line_of(bad, "patterns: ['(第")
+    assert msg.startswith(f"rules.yaml:{line}:"), msg
+    assert "signals.repeated_failure.patterns" in msg and "not a regular expression" in msg
+
+
+def test_homophone_groups_and_pinyin_are_checked() -> None:
+    bad = GOOD.replace("homophones: [款宽欵,", "homophones: [款宽欵, 宽阔,", 1)
+    msg = _refused(bad)
+    assert msg.startswith(f"rules.yaml:{_line_of(bad, 'homophones:')}: homophones.1:"), msg
+    assert "“宽” of group 2 is already in group 1" in msg
+    bad = GOOD.replace("  退款: tui kuan\n", "  退款: tuikuan\n", 1)
+    msg = _refused(bad)
+    assert msg.startswith(f"rules.yaml:{_line_of(bad, '退款: tuikuan')}: pinyin.退款:"), msg
+    assert "one syllable of letters per character" in msg

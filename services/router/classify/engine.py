@@ -1,16 +1,38 @@
 """The classifier: text + rules -> category scores, signals, anger, language.
 
 Pure apart from its caches: the same text and rules always give the same answer.
+
+Words are found in four ways, from the strictest to the loosest (docs/routing-rules.md):
+1. whole words of the rjieba cut (and English words), read through the aliases;
+2. a Chinese rule word of two or more characters inside the text even where the cutter
+   cut it otherwise (烧起来了 has 烧起来 whatever the cut), and, for words of three or more
+   characters without a number in them, with one character mistyped after the second
+   (拉肚纸 is 拉肚子): the character n-gram fallback;
+3. families: named groups of words whose meeting in one message means something no single
+   word does (something eaten + a symptom is a safety report);
+4. patterns: a few regular expressions (第4回, 三遍).
+A word right after a denial (没有漏电, 不用转人工) does not count for signals that say
+``negation: true``; threats keep counting (我也不想去12315 is still a threat).
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from services.router.classify.rules import Hit, Matcher, RulesFile, SignalRule, Target
 from services.router.classify.text import Tokenizer, Tokens
 from shared.events import Category
+
+_NUMERAL = frozenset("0123456789一二两三四五六七八九十几第百千")
+# A Latin letter right next to a Chinese character: where half-pinyin words (发huo) can be.
+_TOUCH = re.compile(r"[a-z][\u3400-\u9fff]|[\u3400-\u9fff][a-z]")
+
+
+def _all_han(word: str) -> bool:
+    return bool(word) and all("\u3400" <= ch <= "\u9fff" for ch in word)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +53,13 @@ class Classification:
     tokens: Tokens
 
 
+# A fallback entry: (term, the term in homophone-group characters, target).
+_Fallback = tuple[str, str, Target]
+# A match in a window of words: (offset in its first word, number of words, family name or
+# term, the word found, the term's target or None for a family word).
+_Part = tuple[int, int, str, str, Target | None]
+
+
 class Classifier:
     def __init__(self, rules: RulesFile, tokenizer: Tokenizer | None = None) -> None:
         self.rules = rules
@@ -41,8 +70,30 @@ class Classifier:
             words.update(c.decisive)
         for s in rules.signals.values():
             words.update(s.terms)
+        for fam in rules.families.values():
+            words.update(w for w in fam if len(w) > 1)
+        words.update(rules.pinyin)
         self.tokenizer = tokenizer or Tokenizer(w.rstrip("*") for w in words if " " not in w)
         self._aliases = {k.lower(): v.lower() for k, v in rules.aliases.items()}
+        # Pinyin: the whole word in pinyin is an alias (tuihuo -> 退货); a word typed half in
+        # characters and half in pinyin (发huo, fa票) is rewritten before the cut.
+        mixed: dict[str, str] = {}
+        for han, spelled in rules.pinyin.items():
+            syllables = spelled.lower().split()
+            self._aliases.setdefault("".join(syllables), han)
+            for pick in itertools.product((0, 1), repeat=len(han)):
+                if 0 < sum(pick) < len(han):
+                    mixed["".join(syllables[i] if p else han[i] for i, p in enumerate(pick))] = han
+        self._mixed = mixed
+        self._mixed_re = (
+            re.compile(
+                "(?<![a-z])(?:"
+                + "|".join(re.escape(v) for v in sorted(mixed, key=len, reverse=True))
+                + ")(?![a-z])"
+            )
+            if mixed
+            else None
+        )
         entries: list[tuple[tuple[str, ...], str, Target]] = []
         for cat, crule in rules.categories.items():
             for weight, terms in ((1.0, crule.terms), (2.0, crule.strong), (3.0, crule.decisive)):
@@ -52,6 +103,59 @@ class Classifier:
             for term in srule.terms:
                 entries.append((self._term_words(term), term, ("s", name, 0.0)))
         self._matcher = Matcher(entries, self._aliases)
+        # The character n-gram fallback: Chinese terms of 2+ characters by their first and
+        # second character, each read as its homophone group's first (差凭 reads 差评).
+        self._canon = {
+            ord(ch): group[0] for group in rules.homophones for ch in group if ch != group[0]
+        }
+        self._ngram: dict[str, dict[str, list[_Fallback]]] = {}
+        for _, term, target in entries:
+            if len(term) >= 2 and _all_han(term):
+                canon = term.translate(self._canon)
+                second = self._ngram.setdefault(canon[0], {})
+                second.setdefault(canon[1], []).append((term, canon, target))
+        # Families: Chinese words by their first character, other words whole.
+        self._fam_han: dict[str, list[tuple[str, str]]] = {}
+        self._fam_word: dict[str, list[str]] = {}
+        for fname, fwords in rules.families.items():
+            for w in fwords:
+                w = self.tokenizer.normalise(w)
+                if _all_han(w):
+                    self._fam_han.setdefault(w[0], []).append((w, fname))
+                else:
+                    self._fam_word.setdefault(self._aliases.get(w, w), []).append(fname)
+        self._fam_words = frozenset(self._fam_word)
+        self._span_cache: dict[tuple[str, ...], tuple[_Part, ...]] = {}
+        self._word_info: dict[str, tuple[tuple[_Part, ...], bool]] = {}
+        # Every proper beginning of a family or rule word (homophone-read): what a word must
+        # end with for a match to go on into the next word.
+        self._heads = frozenset(
+            c[:k]
+            for c in [
+                t for firsts in self._ngram.values() for ts in firsts.values() for _, t, _ in ts
+            ]
+            + [w.translate(self._canon) for ws in self._fam_han.values() for w, _ in ws]
+            for k in range(1, len(c))
+        )
+        self._together: list[tuple[tuple[str, ...], frozenset[str], Target]] = []
+        for cat, crule in rules.categories.items():
+            for group in crule.together:
+                self._together.append((tuple(group), frozenset(group), ("c", cat.value, 2.0)))
+        for name, srule in rules.signals.items():
+            for group in srule.together:
+                self._together.append((tuple(group), frozenset(group), ("s", name, 0.0)))
+        # One regular expression per signal (its patterns as alternatives).
+        self._patterns = [
+            (re.compile("|".join(f"(?:{p})" for p in s.patterns)), name)
+            for name, s in rules.signals.items()
+            if s.patterns
+        ]
+        neg = rules.negation
+        self._neg = frozenset(neg.words) | frozenset(neg.intent)
+        self._neg_intent = frozenset(neg.intent)
+        self._neg_skip = frozenset(neg.skip)
+        self._neg_tails = tuple(sorted(self._neg, key=len, reverse=True))
+        self._question = rules.context.question_category
         self._rank = {c: i for i, c in enumerate(rules.tie_order)}
         self._categories = {c.value: c for c in Category}
         # Only these order statuses change a classification (signals gated on a status).
@@ -80,16 +184,155 @@ class Classifier:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        result = self._classify(self.tokenizer.tokens_of(stripped, has_order), status)
+        if self._mixed_re is not None and not stripped.isascii() and _TOUCH.search(stripped):
+            mixed = self._mixed
+            stripped = self._mixed_re.sub(lambda m: mixed[m.group(0)], stripped)
+        result = self._classify(self.tokenizer.tokens_of(stripped, has_order), status, stripped)
         if self._cache_max:
             if len(self._cache) >= self._cache_max:
                 self._cache.clear()
             self._cache[key] = result
         return result
 
-    def _classify(self, toks: Tokens, status: str) -> Classification:
+    # ------------------------------------------------------------------ negation
+
+    def _denied(self, words: tuple[str, ...], i: int, intent_only: bool) -> bool:
+        """Whether the word at ``i`` follows a denial (one filler word may stand between)."""
+        j = i - 1
+        if j >= 0 and words[j] in self._neg_skip:
+            j -= 1
+        if j < 0:
+            return False
+        return words[j] in (self._neg_intent if intent_only else self._neg)
+
+    def _denied_in(self, words: tuple[str, ...], i: int, off: int, intent_only: bool) -> bool:
+        """The same for a match ``off`` characters into word ``i`` (没有|电: the word's head
+        ends with a denial)."""
+        if off == 0:
+            return self._denied(words, i, intent_only)
+        return not intent_only and words[i][:off].endswith(self._neg_tails)
+
+    def _info(self, word: str) -> tuple[tuple[_Part, ...], bool]:
+        """Per distinct word: the matches inside it, and whether a match may begin in it and
+        go on into the next word (one of its endings begins a family or rule word)."""
+        if word.isascii():
+            out: tuple[tuple[_Part, ...], bool] = ((), False)
+        else:
+            canon = word.translate(self._canon) if self._canon else word
+            opens = any(canon[k:] in self._heads for k in range(len(canon)))
+            out = (self._spans((word,)), opens)
+        if len(self._word_info) >= 200_000:
+            self._word_info.clear()
+        self._word_info[word] = out
+        return out
+
+    def _spans(self, window: tuple[str, ...]) -> tuple[_Part, ...]:
+        """Family words and fallback matches that begin in the first word of ``window`` and
+        end in its last (one word: inside it). Kept per window: words and pairs of words
+        repeat across messages even when texts do not."""
+        text = "".join(window)
+        canon = text.translate(self._canon) if self._canon else text
+        first = len(window[0])
+        lo = len(text) - len(window[-1]) + 1 if len(window) > 1 else 1  # shortest end
+        single = set()  # character positions that are a word of their own (typos only there)
+        at = 0
+        for w in window:
+            if len(w) == 1:
+                single.add(at)
+            at += len(w)
+        parts: list[_Part] = []
+        for off in range(first):
+            for fw, fname in self._fam_han.get(text[off], ()):
+                if lo <= off + len(fw) <= len(text) and text.startswith(fw, off):
+                    parts.append((off, len(window), fname, fw, None))
+            if off + 1 >= len(text):
+                continue
+            for term, cterm, target in self._ngram.get(canon[off], {}).get(canon[off + 1], ()):
+                end = off + len(term)
+                if not lo <= end <= len(text) or not canon.startswith(cterm, off):
+                    continue
+                seg = text[off:end]
+                if seg != term and (
+                    _NUMERAL & set(seg)
+                    or any(
+                        a != b and off + k not in single
+                        for k, (a, b) in enumerate(zip(seg, term, strict=True))
+                    )
+                ):
+                    continue  # a typo only where the cut left a character alone (差|凭)
+                parts.append((off, len(window), term, term, target))
+        out = tuple(parts)
+        if len(self._span_cache) >= 200_000:
+            self._span_cache.clear()
+        self._span_cache[window] = out
+        return out
+
+    # ------------------------------------------------------------------ classification
+
+    def _classify(self, toks: Tokens, status: str, stripped: str) -> Classification:
         rules = self.rules
-        hits: list[Hit] = self._matcher.scan(toks.words)
+        words = toks.words
+        found: list[tuple[Hit, bool]] = []  # (hit, denied)
+        seen_terms: set[str] = set()
+        covered: set[int] = set()  # words that matched a rule word whole
+        for i, n, h in self._matcher.scan(words):
+            seen_terms.add(h.term)
+            covered.update(range(i, i + n))
+            found.append((h, self._denied(words, i, h.kind == "c")))
+        present: dict[str, str] = {}  # family -> the word found (not denied)
+        # Family words and the fallback, per word and per pair (or triple, around a word of
+        # one character) of words, each kept: no loop over characters per message.
+        spans = self._span_cache
+        info = self._word_info
+        todo: list[tuple[int, tuple[_Part, ...]]] = []
+        n = len(words) if toks.language != "en" else 0  # English has no Chinese words
+        for i in range(n):
+            w = words[i]
+            wi = info.get(w)
+            if wi is None:
+                wi = self._info(w)
+            parts, opens = wi
+            if parts:
+                todo.append((i, parts))
+            if opens and i + 1 < n and not words[i + 1].isascii():
+                nxt = words[i + 1]
+                pair = spans.get((w, nxt))
+                if pair is None:
+                    pair = self._spans((w, nxt))
+                if pair:
+                    todo.append((i, pair))
+                if len(nxt) == 1 and i + 2 < n and not words[i + 2].isascii():
+                    triple = (w, nxt, words[i + 2])
+                    three = spans.get(triple)
+                    if three is None:
+                        three = self._spans(triple)
+                    if three:
+                        todo.append((i, three))
+        for i, parts in todo:
+            for off, width, name, word, target in parts:
+                if target is None:  # a family word
+                    if name not in present and not self._denied_in(words, i, off, False):
+                        present[name] = word
+                    continue
+                if name in seen_terms or all(k in covered for k in range(i, i + width)):
+                    continue  # found whole already, or inside words that matched whole
+                seen_terms.add(name)
+                kind, sname, weight = target
+                denied = self._denied_in(words, i, off, kind == "c")
+                found.append((Hit(kind, sname, weight, name), denied))
+        for w in self._fam_words.intersection(words):
+            for fname in self._fam_word[w]:
+                present.setdefault(fname, w)
+        if len(present) > 1:
+            for group, gset, (kind, name, weight) in self._together:
+                if present.keys() >= gset:
+                    term = "+".join(present[f] for f in group)
+                    found.append((Hit(kind, name, weight, term), False))
+        for pattern, name in self._patterns:
+            m = pattern.search(stripped)
+            if m is not None:
+                found.append((Hit("s", name, 0.0, m.group(0)), False))
+
         scores: dict[Category, float] = {}
         cat_terms: dict[Category, list[str]] = {}
         signals: list[RiskHit] = []
@@ -97,8 +340,10 @@ class Classifier:
         anger = toks.exclamations // rules.context.exclamations_per_anger
         anger_f = float(anger)
         categories = self._categories
-        for h in hits:
+        for h, denied in found:
             if h.kind == "c":
+                if denied:
+                    continue
                 cat = categories[h.name]
                 scores[cat] = scores.get(cat, 0.0) + h.weight
                 cat_terms.setdefault(cat, []).append(h.term.rstrip("*"))
@@ -106,6 +351,8 @@ class Classifier:
             if h.name in seen_signals:
                 continue
             srule = rules.signals[h.name]
+            if denied and srule.negation:
+                continue
             if srule.order_status and status not in srule.order_status:
                 continue
             seen_signals.add(h.name)
@@ -123,6 +370,9 @@ class Classifier:
             ):
                 scores[default] = scores.get(default, 0.0) + 1.0
                 cat_terms.setdefault(default, []).append("an order number")
+        if not scores and not signals and self._question is not None and "question" in present:
+            scores[self._question] = 1.0
+            cat_terms[self._question] = [f"a question (“{present['question']}”)"]
         if scores:
             rank = self._rank
             category = min(scores, key=lambda c: (-scores[c], rank[c]))

@@ -8,6 +8,7 @@ service with ``RulesError("<file>:<line>: <where>: <reason>")``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -37,19 +38,44 @@ def _clean_terms(v: list[str]) -> list[str]:
     return v
 
 
+def _clean_groups(v: list[list[str]]) -> list[list[str]]:
+    for i, group in enumerate(v):
+        if len(group) < 2:
+            raise ValueError(f"group {i + 1} must name at least two families")
+    return v
+
+
+def _clean_patterns(v: list[str]) -> list[str]:
+    for i, pattern in enumerate(v):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern {i + 1} is not a regular expression: {exc}") from None
+    return v
+
+
 class CategoryRule(_Strict):
     says: str = Field(min_length=3, description="why, in the words a team lead uses")
     terms: list[str] = Field(default_factory=list, description="words that count 1")
     strong: list[str] = Field(default_factory=list, description="words that count 2")
     decisive: list[str] = Field(default_factory=list, description="words that count 3")
+    together: list[list[str]] = Field(
+        default_factory=list, description="families whose words together count 2"
+    )
     skills: list[str] = Field(default_factory=list, description="agent skills it needs")
 
     _terms = field_validator("terms", "strong", "decisive")(_clean_terms)
+    _groups = field_validator("together")(_clean_groups)
 
 
 class SignalRule(_Strict):
     says: str = Field(min_length=3)
     terms: list[str] = Field(min_length=1)
+    together: list[list[str]] = Field(
+        default_factory=list, description="families with a word each anywhere in the message"
+    )
+    patterns: list[str] = Field(default_factory=list, description="regular expressions")
+    negation: bool = Field(default=True, description="a denied word (没有漏电) does not count")
     priority: Priority | None = None
     tier: Tier | None = None
     category: Category | None = None
@@ -61,6 +87,8 @@ class SignalRule(_Strict):
     order_status: list[str] = Field(default_factory=list)
 
     _terms = field_validator("terms")(_clean_terms)
+    _groups = field_validator("together")(_clean_groups)
+    _patterns = field_validator("patterns")(_clean_patterns)
 
 
 class ContextRules(_Strict):
@@ -76,6 +104,24 @@ class ContextRules(_Strict):
     reopen_second_line: int = Field(default=2, ge=1)
     anger_important: float = Field(default=1.0, gt=0)
     exclamations_per_anger: int = Field(default=3, ge=1)
+    question_category: Category | None = Field(
+        default=None,
+        description="the category of a question (a word of the family `question`) with no "
+        "category word and no signal",
+    )
+
+
+class NegationRules(_Strict):
+    words: list[str] = Field(default_factory=list, description="words that deny what follows")
+    skip: list[str] = Field(
+        default_factory=list, description="words that may stand between (没有要差评)"
+    )
+    intent: list[str] = Field(
+        default_factory=list,
+        description="words that deny wanting something; they also cancel category words",
+    )
+
+    _terms = field_validator("words", "skip", "intent")(_clean_terms)
 
 
 class TierRules(_Strict):
@@ -86,12 +132,25 @@ class TierRules(_Strict):
 class RulesFile(_Strict):
     version: Literal[1]
     aliases: dict[str, str] = Field(default_factory=dict)
+    pinyin: dict[str, str] = Field(default_factory=dict)
+    homophones: list[str] = Field(default_factory=list)
+    families: dict[str, list[str]] = Field(default_factory=dict)
+    negation: NegationRules = Field(default_factory=NegationRules)
     tie_order: list[Category]
     categories: dict[Category, CategoryRule]
     signals: dict[str, SignalRule] = Field(default_factory=dict)
     priority_floor: dict[Category, Priority] = Field(default_factory=dict)
     context: ContextRules = Field(default_factory=ContextRules)
     tiers: TierRules = Field(default_factory=TierRules)
+
+    @field_validator("families")
+    @classmethod
+    def _families_have_words(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, words in v.items():
+            if not words:
+                raise ValueError(f"family {name} has no words")
+            _clean_terms(words)
+        return v
 
     @field_validator("tie_order")
     @classmethod
@@ -195,6 +254,39 @@ def _conflicts(rules: RulesFile) -> Iterator[tuple[list[int | str], str]]:
                 ["signals", name, "threat"],
                 "a threat must say priority: urgent and tier: L2 (threats never go below L2)",
             )
+    for word, spelled in rules.pinyin.items():
+        syllables = spelled.split()
+        if len(syllables) != len(word) or not all(x.isascii() and x.isalpha() for x in syllables):
+            yield (
+                ["pinyin", word],
+                f"the pinyin of “{word}” must be one syllable of letters per character",
+            )
+    group_of: dict[str, int] = {}
+    for i, group in enumerate(rules.homophones):
+        if len(group) < 2:
+            yield ["homophones", i], f"group {i + 1} needs at least two characters"
+        for ch in group:
+            if ch in group_of:
+                yield (
+                    ["homophones", i],
+                    f"“{ch}” of group {i + 1} is already in group {group_of[ch] + 1}; "
+                    "a character may be in one group only",
+                )
+            group_of[ch] = i
+    groups: list[tuple[list[int | str], list[str]]] = []
+    for cat, rule in rules.categories.items():
+        groups += [
+            (["categories", cat.value, "together", i], g) for i, g in enumerate(rule.together)
+        ]
+    for name, sig in rules.signals.items():
+        groups += [(["signals", name, "together", i], g) for i, g in enumerate(sig.together)]
+    for loc, named in groups:
+        for j, family in enumerate(named):
+            if family not in rules.families:
+                yield [*loc, j], f"no family named “{family}” (see families:)"
+    cq = rules.context.question_category
+    if cq is not None and "question" not in rules.families:
+        yield ["context", "question_category"], "needs a family named “question”"
     overlap = set(rules.tiers.bot_categories) & set(rules.tiers.second_line_categories)
     if overlap:
         yield (
@@ -284,9 +376,10 @@ class Matcher:
         self._words[word] = info
         return info
 
-    def scan(self, words: Sequence[str]) -> list[Hit]:
-        """All hits; a category word inside a longer matched phrase does not count alone
-        ("place an order" is pre-sale, its "order" alone is not an order question)."""
+    def scan(self, words: Sequence[str]) -> list[tuple[int, int, Hit]]:
+        """All hits as (index of the first word, number of words, hit); a category word
+        inside a longer matched phrase does not count alone ("place an order" is pre-sale,
+        its "order" alone is not an order question)."""
         found: list[tuple[int, int, Hit]] = []
         known = self._words
         aliases = self._aliases
@@ -304,5 +397,5 @@ class Matcher:
             if n > 1 and h.kind == "c":
                 covered.update(range(i, i + n))
         if not covered:
-            return [h for _, _, h in found]
-        return [h for i, n, h in found if n > 1 or h.kind != "c" or i not in covered]
+            return found
+        return [(i, n, h) for i, n, h in found if n > 1 or h.kind != "c" or i not in covered]

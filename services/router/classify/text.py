@@ -76,6 +76,10 @@ class Tokenizer:
         self._cache_max = _CACHE_MAX
         self._lock = threading.Lock()
 
+    def is_word(self, word: str) -> bool:
+        """Whether the cutter's dictionary knows the word (jieba's, the domain's, the rules')."""
+        return bool(self._jieba.has_word(word))
+
     def set_cache_size(self, size: int) -> None:
         """Bound the tokenisation cache (0 turns it off, e.g. to measure cold cutting)."""
         with self._lock:

@@ -1,0 +1,189 @@
+"""The classifier's ways of generalising beyond its exact words (docs/routing-rules.md):
+the character n-gram fallback with homophone typos, pinyin, families of words that count
+together, denials, the question default, and the safety net that keeps every threat or
+safety report urgent and on second line whatever else is decided."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.router.classify import Classifier, load_rules, parse_rules
+from services.router.domain import DEFAULT_RULES_FILE, Decision, DecisionInput, decide
+from shared.events import Category, Priority, Tier
+
+# A small rules file that isolates each mechanism from the shipped vocabulary.
+SMALL = """
+version: 1
+pinyin: {退货: tui huo}
+homophones: [货获]
+families:
+  took: [吃了, 喝了]
+  symptom: [疼, 发烧]
+  question: [吗]
+negation:
+  words: [没有, 不]
+  skip: [要]
+  intent: [不是]
+tie_order: [complaint, product_quality, return_refund, invoice, logistics, order_status,
+            presale, other]
+categories:
+  complaint: {says: complains}
+  product_quality: {says: broken}
+  return_refund: {says: returns, strong: [退货]}
+  invoice: {says: invoice}
+  logistics: {says: shipping, strong: [收货地]}
+  order_status: {says: orders}
+  presale: {says: pre-sale, terms: [尺码]}
+  other: {says: anything else}
+signals:
+  safety:
+    says: reports a safety problem
+    terms: [漏电]
+    together: [[took, symptom]]
+    priority: urgent
+    tier: L2
+    category: product_quality
+    weight: 3
+    threat: true
+  regulator:
+    says: threatens a regulator
+    terms: ["12315"]
+    priority: urgent
+    tier: L2
+    category: complaint
+    weight: 3
+    threat: true
+    negation: false
+context:
+  question_category: presale
+"""
+
+
+@pytest.fixture(scope="module")
+def small() -> Classifier:
+    return Classifier(parse_rules(SMALL, "small.yaml"))
+
+
+def cat(clf: Classifier, text: str) -> Category:
+    return clf.classify(text).category
+
+
+def signals(clf: Classifier, text: str) -> list[str]:
+    return [s.name for s in clf.classify(text).signals]
+
+
+def d(text: str, **kw: object) -> Decision:
+    return decide(DecisionInput(text, **kw))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- mechanisms
+
+
+def test_a_word_is_found_inside_a_longer_cut(small: Classifier) -> None:
+    assert cat(small, "我的退货单填好了") is Category.return_refund
+    assert cat(small, "填好了") is Category.other
+
+
+def test_a_homophone_typo_counts_unless_it_is_a_real_word(small: Classifier) -> None:
+    assert cat(small, "我要退获") is Category.return_refund  # 获 typed for 货
+    # 收获 is a word of its own: 收获地 is no typo of the rule word 收货地.
+    assert small.tokenizer.is_word("收获")
+    assert cat(small, "收获地") is not Category.logistics
+    assert cat(small, "收货地填错了") is Category.logistics
+
+
+def test_pinyin_whole_or_mixed_reads_as_the_word(small: Classifier) -> None:
+    assert cat(small, "想tuihuo") is Category.return_refund
+    assert cat(small, "我要退huo") is Category.return_refund
+    assert cat(small, "我要tui货") is Category.return_refund
+    assert cat(small, "tuihuo") is Category.return_refund
+    # only whole pinyin syllables next to the characters, not inside English words
+    assert cat(small, "stuihuox 好") is Category.other
+
+
+def test_families_count_only_together(small: Classifier) -> None:
+    assert signals(small, "喝了以后一直发烧") == ["safety"]
+    assert signals(small, "喝了 挺好") == []
+    assert signals(small, "一直发烧") == []
+
+
+def test_a_denied_signal_word_does_not_count(small: Classifier) -> None:
+    assert signals(small, "漏电") == ["safety"]
+    assert signals(small, "没有漏电") == []
+    assert signals(small, "没有要漏电") == []  # one word of `skip` may stand between
+    assert signals(small, "没有 就是漏电") == ["safety"]  # a denial two words away does not
+
+
+def test_a_denied_threat_still_counts(small: Classifier) -> None:
+    assert signals(small, "不12315") == ["regulator"]
+
+
+def test_only_intent_words_deny_a_category_word(small: Classifier) -> None:
+    assert cat(small, "不是退货 问尺码") is Category.presale
+    assert cat(small, "不退货") is Category.return_refund
+
+
+def test_a_question_without_other_clue_is_the_question_category(small: Classifier) -> None:
+    assert cat(small, "能机洗吗") is Category.presale
+    assert cat(small, "能机洗") is Category.other
+
+
+# --------------------------------------------------------------------------- shipped rules
+
+
+@pytest.mark.parametrize(
+    ("text", "signal"),
+    [
+        ("喝了你们的果汁以后一直拉肚子", "safety"),
+        ("小米粥里吃出碎玻璃", "safety"),
+        ("这个电饼铛一插电就有焦味", "safety"),
+        ("煤气罐接上以后砰的一声", "safety"),
+        ("我要把这件事发到朋友圈", "threat_media"),
+        ("已经打了市长热线反映", "threat_regulator"),
+        ("我去信用卡中心申请追回这笔钱", "chargeback"),
+        ("我的bank会dispute这笔交易", "chargeback"),
+        ("准备申请仲裁", "threat_legal"),
+    ],
+)
+def test_threats_in_new_words_are_urgent_and_second_line(text: str, signal: str) -> None:
+    dec = d(text)
+    assert signal in dec.risk_signals
+    assert (dec.priority, dec.tier) == (Priority.urgent, Tier.L2)
+
+
+def test_denials_and_doubts_on_shipped_rules() -> None:
+    quiet = d("没有漏电 就是坏了")
+    assert "safety" not in quiet.risk_signals and quiet.tier is Tier.L1
+    assert d("这个取暖器会不会起火").tier is Tier.bot  # a doubt before buying
+    assert d("取暖器起火了").tier is Tier.L2
+    assert d("不用转人工了 谢谢").tier is Tier.bot
+    assert d("转人工").tier is Tier.L1
+    threat = d("我也不想去12315 你们看着办")
+    assert threat.tier is Tier.L2 and threat.priority is Priority.urgent
+
+
+def test_typo_and_mixed_language_on_shipped_rules() -> None:
+    assert "bad_review" in d("再不处理就给差平").risk_signals  # 平 typed for 评
+    assert d("kuaidi到哪了").category is Category.logistics
+    assert d("我的refund还没到账").category is Category.return_refund
+    assert d("fa票开了没").category is Category.invoice
+    # a sent video is evidence, not a threat to go public
+    evidence = d("我发个视频给你看看哪里坏了")
+    assert evidence.tier is Tier.L1 and "threat_media" not in evidence.risk_signals
+
+
+def test_a_threat_is_forced_to_second_line_even_when_its_rule_says_less() -> None:
+    """The safety net in decide(): built in code past the file's validation, a safety
+    signal that says important / L1 still gives urgent / L2."""
+    rules = load_rules(DEFAULT_RULES_FILE)
+    weak = rules.signals["safety"].model_copy(
+        update={"priority": Priority.important, "tier": Tier.L1}
+    )
+    clf = Classifier(rules.model_copy(update={"signals": {**rules.signals, "safety": weak}}))
+    dec = decide(DecisionInput("插座冒烟了"), clf)
+    assert "safety" in dec.risk_signals
+    assert (dec.priority, dec.tier) == (Priority.urgent, Tier.L2)
+    assert any("always goes to L2" in r for r in dec.reasons)
+    # ... whatever the category: a safety word in an account question
+    dec = decide(DecisionInput("登录密码忘了 充电器还冒烟了"), clf)
+    assert dec.tier is Tier.L2
