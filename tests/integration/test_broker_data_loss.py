@@ -12,6 +12,7 @@ import itertools
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 from faststream.kafka import KafkaMessage
 
@@ -26,7 +27,15 @@ from shared.kafka import (
 from shared.localstack import Broker, free_port
 from shared.outbox import OutboxRelay, OutboxRow, enqueue
 from shared.topics import SLA
-from tests.helpers import TopicReader, sla_row, uid
+from tests.helpers import (
+    TopicReader,
+    generic_body,
+    serving,
+    signed,
+    sla_row,
+    uid,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -136,9 +145,28 @@ async def test_broker_restart_while_records_flow_loses_nothing(infra, pool, tmp_
         own.stop()
 
 
-async def _until(pool: Any, query: str, *args: object) -> None:
-    """Poll the database until the query answers true (20 s at most)."""
-    async with asyncio.timeout(20):
+async def _on_topic(bootstrap: str, topic: str, expected: set[str]) -> dict[str, set[str]]:
+    """Event ids per message id of the expected messages in the topic, read from the
+    beginning (no group) until every expected message is there (or 30 s passed), then
+    2 s more for repeats."""
+    seen: dict[str, set[str]] = {}
+
+    def all_there(e: dict[str, Any]) -> bool:
+        if e.get("message_id") in expected:
+            seen.setdefault(e["message_id"], set()).add(e["event_id"])
+        return set(seen) >= expected
+
+    async with TopicReader(bootstrap, topic) as reader:
+        with contextlib.suppress(TimeoutError):
+            await reader.wait_for(all_there, timeout=30)
+        for e in await reader.drain(2.0):
+            all_there(e)
+    return seen
+
+
+async def _until(pool: Any, query: str, *args: object, timeout: float = 20) -> None:
+    """Poll the database until the query answers true."""
+    async with asyncio.timeout(timeout):
         for _ in itertools.count():
             if await pool.fetchval(query, *args):
                 return
@@ -206,4 +234,61 @@ async def test_a_loss_one_relay_finds_is_republished_by_every_relay_of_the_parti
         await asyncio.gather(*tasks)
         await out_a.stop()
         await out_b.stop()
+        own.stop()
+
+
+async def test_webhooks_accepted_around_a_broker_restart_are_routed_once(
+    service_env, pool, monkeypatch, tmp_path
+):
+    """intake and router in this process, on a broker of their own that stops and comes
+    back empty while webhooks arrive: every accepted message is on the new log of
+    cs.messages.v1, and the router decides it once (one routed event id per message, one
+    ticket per conversation)."""
+    own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
+    own.start()
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", own.bootstrap)
+    from services.intake.app import build as intake
+    from services.router.app import build as router
+
+    accepted: dict[str, str] = {}  # message id -> ticket id
+    decided = "SELECT count(*) = $2 FROM router_decisions WHERE message_id = ANY($1::text[])"
+    try:
+        async with (
+            serving(intake()) as intake_url,
+            serving(router()) as router_url,
+            httpx.AsyncClient() as client,
+        ):
+            for url in (intake_url, router_url):
+                await wait_ready(url)
+
+            async def send(n: int) -> None:
+                for _ in range(n):
+                    raw, headers = signed(generic_body(text="我的订单还没发货，什么时候到？"))
+                    r = await client.post(
+                        intake_url + "/v1/webhooks/generic", content=raw, headers=headers
+                    )
+                    assert r.status_code == 202, r.text
+                    accepted[r.json()["message_id"]] = r.json()["ticket_id"]
+
+            await send(20)
+            await _until(pool, decided, list(accepted), len(accepted))  # routed before
+            await asyncio.to_thread(own.stop)
+            await send(20)  # accepted while the broker is away
+            await asyncio.to_thread(own.start)  # back, empty
+            await send(20)
+            await _until(pool, decided, list(accepted), len(accepted), timeout=90)
+
+            on_messages = await _on_topic(own.bootstrap, "cs.messages.v1", set(accepted))
+            on_routed = await _on_topic(own.bootstrap, "cs.tickets.routed.v1", set(accepted))
+        assert set(on_messages) == set(accepted)  # all of them in the new log
+        assert set(on_routed) == set(accepted)
+        # a re-published routed event has the same id; a second decision would not
+        assert {m: ids for m, ids in on_routed.items() if len(ids) > 1} == {}
+        tickets = await pool.fetchval(
+            "SELECT count(DISTINCT ticket_id) FROM router_decisions"
+            " WHERE message_id = ANY($1::text[])",
+            list(accepted),
+        )
+        assert tickets == len(set(accepted.values())) == len(accepted)
+    finally:
         own.stop()
