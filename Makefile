@@ -59,7 +59,7 @@ bench-intake: $(STAMP) ## Benchmark: open-loop signed webhooks into intake vs a 
 bench-sla: $(STAMP) ## Benchmark: N open SLA clocks (N=10000,100000 default; N=1000000): breach lateness p50/p99/max vs bare loop.call_at, RSS and DB bytes per clock, starts+stops/s, recovery after kill -9
 	$(BIN)/python bench/sla/bench.py $(if $(N),--sizes $(N))
 
-eval-router: $(STAMP) ## Router classification vs the labelled set: per-category P/R/F1, macro-F1, confusion matrices, threats below L2; a fresh never-tuned set on its own line
+eval-router: $(STAMP) ## Router classification vs the labelled set: per-category P/R/F1, macro-F1, confusion matrices, threats below L2; fresh sets on their own lines (the held-out one: its line only)
 	$(BIN)/python -m services.router.eval.report $(if $(VERBOSE),,--quiet)
 
 bench-router-decide: $(STAMP) ## Benchmark: pure routing decisions/s on one core (uncached, never-repeating and cached texts) vs a bare rjieba cut of the same texts (BENCH_SECONDS)

@@ -11,11 +11,11 @@ category and risk signal; English rows are sampled by ``sample_bitext.py`` from 
 customer-support set (CDLA-Sharing-1.0, see LICENSE-bitext-CDLA-Sharing-1.0.txt).
 A third set, ``zh_fresh.jsonl`` (80 Chinese messages written after the rules were last
 changed and never used to change them), is reported on its own line with its own verdict;
-it is not in the figures above it nor in the exit status. A fourth,
-``zh_fresh2.jsonl`` (72 Chinese messages written in session 3 before the safety-wording
-change), is reported the same way. A fifth, ``zh_fresh3.jsonl`` (81 Chinese messages
-written in session 4 before the generalisation change), is held out: only its summary line
-is printed, never its misses, so that nobody tunes the rules on it.
+it is not in the figures above it nor in the exit status. A fourth, ``zh_fresh2.jsonl``
+(72 Chinese messages written in session 3 before the safety-wording change, studied in
+session 4), is reported the same way. A fifth, ``zh_fresh3.jsonl`` (81 Chinese messages
+written in session 4 before the generalisation change), is held out: only its summary
+line is printed, never its misses, so that nobody tunes the rules on it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ FILES = DEV_FILES + HOLDOUT_FILES
 # own (not in the figures above, not in the exit status), the least biased figure we have.
 FRESH_FILES = ("zh_fresh.jsonl",)
 # A fourth set, written in session 3 before the safety-wording rules change (its figures
-# before that change are in docs/routing-rules.md); reported on its own line the same way.
+# before that change are in docs/routing-rules.md) and studied in session 4; reported on
+# its own line the same way.
 FRESH2_FILES = ("zh_fresh2.jsonl",)
 # A fifth, written in session 4 before the generalisation change: held out, its summary line
 # only (its misses are never printed, so the rules are not tuned on it).
