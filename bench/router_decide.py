@@ -6,8 +6,9 @@ Measures, in the same process and run, pinned to one CPU:
   * baseline: a bare ``rjieba`` cut (no HMM, as the router cuts) of the same texts,
   * ``decide()`` uncached: the text caches off, every message normalised, cut and
     classified afresh, exactly as for a text never seen before (what is still reused: the
-    rule lookup per distinct word and the decision per classification outcome and context,
-    which repeat across different texts; both are warm after the first pass),
+    rule lookup and the fallback / family matches per distinct word and pair of words, and
+    the decision per classification outcome and context, which repeat across different
+    texts; all are warm after the first pass),
   * ``decide()`` on a stream of texts that never repeat, caches on as in the service: each
     message is two evaluation texts joined (621 x 621 distinct pairs), so the cache only
     costs (insertions, evictions) and never helps,
@@ -177,8 +178,8 @@ def main() -> int:
             f" of a bare cut of the same texts ({against:,.0f}/s)"
         )
     print(
-        "  (kept across texts in every line: the rule lookup per distinct word and the"
-        " decision per classification outcome + context)"
+        "  (kept across texts in every line: the rule lookup and fallback matches per distinct"
+        " word and word pair, and the decision per classification outcome + context)"
     )
     verdict = ", ".join(
         f"{label.split(':')[0].lower()} {'met' if rate >= 20_000 else 'NOT met'}"
