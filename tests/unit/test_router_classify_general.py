@@ -187,3 +187,40 @@ def test_a_threat_is_forced_to_second_line_even_when_its_rule_says_less() -> Non
     # ... whatever the category: a safety word in an account question
     dec = decide(DecisionInput("登录密码忘了 充电器还冒烟了"), clf)
     assert dec.tier is Tier.L2
+
+
+# Written in session 4 after the change, in wordings of no evaluation set: threats that must
+# reach L2, and look-alikes that must not.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "我已经向市场监管部门反映了",
+        "这个事情我会发到微信群里让大家都知道",
+        "我跟银行说了这笔不是我授权的 让他们退回来",
+        "信用卡我已经申请退单了",
+        "吃了你们的月饼以后一直在吐",
+        "孩子玩了这个玩具手上全是红疙瘩",
+        "打开包装一股刺鼻的味道 熏得头疼",
+        "插头插上去啪的一声 整个屋都停电了",
+        "床架塌了 孩子摔下来磕破了头",
+        "不解决我就在大众点评上写",
+    ],
+)
+def test_more_new_wordings_reach_second_line(text: str) -> None:
+    assert d(text).tier is Tier.L2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "用了一周想吐槽一下",  # 想吐 is not in 想|吐槽
+        "钱退回支付宝了吗",  # a refund to Alipay is no chargeback
+        "信用卡付款能撤销吗",
+        "这个锅能用燃气灶吗",
+        "充电宝充电很慢",
+        "网上显示已发货",
+    ],
+)
+def test_look_alikes_stay_below_second_line(text: str) -> None:
+    dec = d(text)
+    assert dec.tier is not Tier.L2 and dec.priority is not Priority.urgent, dec.reasons

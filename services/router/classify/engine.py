@@ -70,8 +70,6 @@ class Classifier:
             words.update(c.decisive)
         for s in rules.signals.values():
             words.update(s.terms)
-        for fam in rules.families.values():
-            words.update(w for w in fam if len(w) > 1)
         words.update(rules.pinyin)
         self.tokenizer = tokenizer or Tokenizer(w.rstrip("*") for w in words if " " not in w)
         self._aliases = {k.lower(): v.lower() for k, v in rules.aliases.items()}
@@ -235,15 +233,22 @@ class Classifier:
         first = len(window[0])
         lo = len(text) - len(window[-1]) + 1 if len(window) > 1 else 1  # shortest end
         single = set()  # character positions that are a word of their own (typos only there)
+        ends = set()  # where words end
         at = 0
         for w in window:
             if len(w) == 1:
                 single.add(at)
             at += len(w)
+            ends.add(at)
         parts: list[_Part] = []
         for off in range(first):
             for fw, fname in self._fam_han.get(text[off], ()):
-                if lo <= off + len(fw) <= len(text) and text.startswith(fw, off):
+                end = off + len(fw)
+                if (
+                    lo <= end <= len(text)
+                    and text.startswith(fw, off)
+                    and (len(fw) == 1 or end in ends)  # 想吐 is not in 想|吐槽
+                ):
                     parts.append((off, len(window), fname, fw, None))
             if off + 1 >= len(text):
                 continue
