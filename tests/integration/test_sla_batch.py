@@ -15,7 +15,18 @@ from aiokafka import AIOKafkaProducer
 from services.sla_watch import store
 from services.sla_watch.app import build
 from services.sla_watch.store import Kind
-from shared.events import AuthorRole, Category, MessageKind, SlaKind, dump, utcnow
+from shared.events import (
+    AuthorRole,
+    Category,
+    MessageKind,
+    Priority,
+    SlaEvent,
+    SlaKind,
+    Tier,
+    dump,
+    load,
+    utcnow,
+)
 from tests.helpers import TopicReader, serving, uid, wait_ready
 from tests.integration.test_sla_clocks import DEFAULT, events, message, routed
 
@@ -85,6 +96,58 @@ async def test_out_of_order_in_one_batch(pool):
     await store.apply(pool, [r], DEFAULT)  # and once more later
     assert [e["kind"] for e in await events(pool, b)] == ["started", "met", "started"]
     assert (await clock(pool, b, "resolution"))["instance"] == 1
+
+
+async def test_started_met_and_stopped_payloads_are_sla_events_as_the_model_dumps_them(pool):
+    """The consumer serialises these events from the rows, without the model: each must
+    validate as ``SlaEvent``, carry the clock's values and the ticket's labels, and be
+    byte for byte what ``dump`` of the validated model gives."""
+    t, late = uid("tkt"), uid("tkt")
+    now = utcnow()
+    msg = message(t, at=now - timedelta(seconds=4))
+    await store.apply(pool, [routed(t, Category.complaint, Priority.urgent, received=now)], DEFAULT)
+    await store.apply(pool, [msg, message(t, role=AuthorRole.agent, at=now)], DEFAULT)
+    await store.apply(pool, [message(late, at=now - timedelta(seconds=40))], DEFAULT)
+    assert await store.fire(pool, Kind.breach, [(await clock(pool, late))["id"]])
+    await store.apply(pool, [message(late, role=AuthorRole.agent, at=now)], DEFAULT)
+
+    fr = await clock(pool, t)
+    raw = await pool.fetch(
+        "SELECT key, payload, correlation_id FROM outbox WHERE producer = 'sla_watch'"
+        " AND topic = 'cs.sla.v1' AND key = ANY($1::text[]) ORDER BY id",
+        [t, late],
+    )
+    evs = [(r["key"], load(SlaEvent, bytes(r["payload"])), bytes(r["payload"])) for r in raw]
+    for key, ev, payload in evs:
+        assert ev.ticket_id == key
+        if ev.kind is not SlaKind.breached:  # (PostgreSQL builds that one, spaced its way)
+            assert dump(ev) == payload
+    by_ticket = [(key, ev.clock.value, ev.kind) for key, ev, _ in evs]
+    assert by_ticket == [
+        (t, "resolution", SlaKind.started),
+        (t, "first_response", SlaKind.started),
+        (t, "first_response", SlaKind.met),
+        (late, "first_response", SlaKind.started),
+        (late, "first_response", SlaKind.breached),
+        (late, "first_response", SlaKind.stopped),
+    ]
+    started, met = evs[1][1], evs[2][1]
+    for ev in (started, met):
+        assert ev.correlation_id == msg.correlation_id == raw[1]["correlation_id"]
+        assert ev.producer == "sla_watch" and ev.conversation_id == "conv-" + t
+        assert ev.deadline == fr["deadline"] and ev.started_at == fr["started_at"]
+        assert ev.limit_seconds == 30.0 and ev.shop_id == "shop-1"
+        assert (ev.priority, ev.tier, ev.category) == (
+            Priority.urgent,
+            Tier.L2,
+            Category.complaint,
+        )
+    assert started.elapsed_seconds is None and started.lateness_seconds is None
+    assert met.elapsed_seconds == pytest.approx(4.0, abs=0.01)
+    assert started.event_id != met.event_id
+    stopped = evs[5][1]
+    assert stopped.elapsed_seconds == pytest.approx(40.0, abs=0.01)
+    assert stopped.priority is None and stopped.category is None  # never routed
 
 
 async def test_a_clock_started_met_and_restarted_in_one_batch_keeps_every_event(pool):
