@@ -48,10 +48,13 @@ POISON = (asyncpg.DataError, PermanentError)
 """Faults of the message itself (PostgreSQL refuses a value): retrying cannot help."""
 
 
-async def _raw_records(msg: Any) -> None:
-    """Batch decoder that decodes nothing: ``handle_batch`` validates the raw records
-    itself, so FastStream's per-record JSON decoding would be wasted work."""
-    del msg
+async def _raw_records(msg: Any) -> tuple[Any, ...]:
+    """Batch decoder that hands the handler the raw records: ``handle_batch`` validates
+    them itself, so FastStream's per-record JSON decoding would be wasted work. Passing
+    them as the body also spares the handler a ``KafkaMessage`` parameter: FastStream
+    resolves such context parameters through a worker thread on every call."""
+    raw = msg.raw_message
+    return raw if isinstance(raw, tuple) else (raw,)
 
 
 def count(out: Outcome) -> None:
@@ -143,14 +146,12 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         committed(out, msg.correlation_id)
         return outcome
 
-    async def handle_batch(message: KafkaMessage) -> None:
+    async def handle_batch(records: tuple[Any, ...]) -> None:
         """A batch of records in ONE transaction and ONE offset commit (idempotent per
         message: a redelivered batch finds its messages decided and does nothing again).
         Any failure of the batch falls back to one transaction per message, so a single
         bad message or a deadlock with another instance costs only a retry."""
         started = time.perf_counter()
-        raw = message.raw_message
-        records = raw if isinstance(raw, tuple) else (raw,)
         events: list[MessageEvent] = []
         valid: list[Any] = []
         for rec in records:
@@ -228,8 +229,8 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
             decoder=_raw_records,  # the handler parses the records itself
             **subscriber_options(settings.group_id, runtime.tracker()),
         )
-        async def on_messages(message: KafkaMessage) -> None:
-            await handle_batch(message)
+        async def on_messages(records: Any) -> None:
+            await handle_batch(records)
 
     else:
 
