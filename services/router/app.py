@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -57,12 +58,14 @@ async def _raw_records(msg: Any) -> tuple[Any, ...]:
     return raw if isinstance(raw, tuple) else (raw,)
 
 
-def count(out: Outcome) -> None:
-    """Metrics of a committed transaction."""
-    for _ticket, _agent, tier in out.assigned:
-        metrics.ROUTER_ASSIGNMENTS.labels(tier.value).inc()
-    for reason in out.reassigned:
-        metrics.ROUTER_REASSIGNMENTS.labels(reason).inc()
+def count(*outs: Outcome) -> None:
+    """Metrics of committed transactions (each counter moved once per label set)."""
+    assigned = Counter(tier.value for out in outs for _ticket, _agent, tier in out.assigned)
+    for tier_value, n in assigned.items():
+        metrics.ROUTER_ASSIGNMENTS.labels(tier_value).inc(n)
+    for out in outs:
+        for reason in out.reassigned:
+            metrics.ROUTER_REASSIGNMENTS.labels(reason).inc()
 
 
 def build(settings: RouterSettings | None = None) -> FastAPI:
@@ -117,33 +120,38 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         await flush()
         return results
 
-    def committed(out: Outcome | None, correlation_id: str | None) -> None:
-        """Metrics and log of a committed message."""
-        if out is None:
-            return
-        count(out)
-        routed = out.routed
-        if routed is None:
-            return
-        metrics.ROUTER_DECISIONS.labels(
-            routed.priority.value, routed.tier.value, routed.category.value
-        ).inc()
-        if std_log.isEnabledFor(logging.INFO):  # cached by logging: a dict lookup
-            log.info(
-                "routed",
-                correlation_id=correlation_id,
-                ticket_id=routed.ticket_id,
-                category=routed.category.value,
-                priority=routed.priority.value,
-                tier=routed.tier.value,
-                queue=routed.queue,
-                agent_id=routed.agent_id,
-            )
+    def committed(outs: Iterable[tuple[Outcome | None, str | None]]) -> None:
+        """Metrics and log of committed messages (each counter moved once per label set)."""
+        decided: Counter[tuple[str, str, str]] = Counter()
+        done: list[Outcome] = []
+        log_each = std_log.isEnabledFor(logging.INFO)  # cached by logging: a dict lookup
+        for out, correlation_id in outs:
+            if out is None:
+                continue
+            done.append(out)
+            routed = out.decided
+            if routed is None:
+                continue
+            decided[(routed.priority.value, routed.tier.value, routed.category.value)] += 1
+            if log_each:
+                log.info(
+                    "routed",
+                    correlation_id=correlation_id,
+                    ticket_id=routed.ticket_id,
+                    category=routed.category.value,
+                    priority=routed.priority.value,
+                    tier=routed.tier.value,
+                    queue=routed.queue,
+                    agent_id=routed.agent_id,
+                )
+        count(*done)
+        for labels, n in decided.items():
+            metrics.ROUTER_DECISIONS.labels(*labels).inc(n)
 
     async def handle(msg: MessageEvent) -> str:
         async with runtime.pool.acquire() as conn, conn.transaction():
             [(outcome, out)] = await apply(conn, [msg])
-        committed(out, msg.correlation_id)
+        committed([(out, msg.correlation_id)])
         return outcome
 
     async def handle_batch(records: tuple[Any, ...]) -> None:
@@ -178,10 +186,8 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
                     # any other fault (database away, deadlock) raises: redelivered
                 metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, outcome).inc()
             return
-        outcomes: Counter[str] = Counter()
-        for (outcome, out), ev in zip(results, events, strict=True):
-            committed(out, ev.correlation_id)
-            outcomes[outcome] += 1
+        committed((out, ev.correlation_id) for (_, out), ev in zip(results, events, strict=True))
+        outcomes = Counter(outcome for outcome, _ in results)
         for outcome, n in outcomes.items():
             metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, outcome).inc(n)
         metrics.PROCESSING_SECONDS.labels(PRODUCER, MESSAGES.name).observe(

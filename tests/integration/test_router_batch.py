@@ -118,6 +118,8 @@ async def test_a_batch_is_applied_like_one_message_after_another(pool: asyncpg.P
     assert len(stored) == len(items)
     for r in routed:
         assert stored[r.message_id].model_dump() == r.model_dump()
+    # The outbox keeps each event as the router serialised it, byte for byte.
+    assert {bytes(r["payload"]) for r in rows} == {o.routed_json for o in outs if o is not None}
     last = await pool.fetchval(
         "SELECT last_routed FROM router_tickets WHERE ticket_id = $1", tickets[0]
     )
