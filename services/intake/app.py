@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -22,7 +22,7 @@ from services.intake.adapters.base import FieldError
 from services.intake.adapters.generic import GenericWebhookV1
 from services.intake.backpressure import Limits, LoadGuard
 from services.intake.batcher import GroupCommitter
-from services.intake.domain import PRODUCER, normalise, unstorable_fields
+from services.intake.domain import PRODUCER, EventIds, invalid_fields, to_stored
 from services.intake.problems import PROBLEM_RESPONSES, problem
 from services.intake.settings import IntakeSettings
 from services.intake.store import accept
@@ -80,8 +80,10 @@ def build(settings: IntakeSettings | None = None) -> IntakeApp:
             lambda: runtime.pool,
             max_batch=settings.group_commit_max_batch,
             max_wait=settings.group_commit_wait_seconds,
+            connections=settings.group_commit_connections,
         )
         runtime.on_stop(committer.close)
+    event_ids = EventIds()
     fallbacks = settings.dev_fallbacks()
     if fallbacks:
         log.warning(
@@ -272,14 +274,14 @@ def build(settings: IntakeSettings | None = None) -> IntakeApp:
             return _reply(
                 problem(422, "invalid", "Invalid webhook", "the body could not be read"), "invalid"
             )
-        unstorable = [e for inbound in inbounds for e in unstorable_fields(inbound)]
+        unstorable = [e for inbound in inbounds for e in invalid_fields(inbound)]
         if unstorable:
             return _reply(
                 problem(
                     422,
                     "invalid",
                     "Invalid webhook",
-                    "text that cannot be stored",
+                    "values the event cannot hold",
                     errors=unstorable,
                 ),
                 "invalid",
@@ -300,12 +302,12 @@ def build(settings: IntakeSettings | None = None) -> IntakeApp:
                 "overloaded",
             )
         received_at = utcnow()
-        events = [normalise(source, inbound, received_at) for inbound in inbounds]
+        events = [to_stored(source, i, received_at, event_ids.next()) for i in inbounds]
         try:
             if committer is not None:
                 news = await committer.submit(events)
             else:
-                news = [await accept(pool, event) for event in events]
+                news = await accept(pool, events)
         except asyncpg.DataError as exc:  # a value the database refuses: still the client's
             log.warning("database refused a value", source=source, error=type(exc).__name__)
             return _reply(
@@ -340,7 +342,7 @@ def build(settings: IntakeSettings | None = None) -> IntakeApp:
         if len(results) == 1:
             body_out["message_id"] = results[0][0].message_id
             body_out["ticket_id"] = results[0][0].ticket_id
-        encoded = json.dumps(body_out, ensure_ascii=False, separators=(",", ":")).encode()
+        encoded = orjson.dumps(body_out)
         return Reply(
             202 if any_new else 200,
             encoded,

@@ -1,11 +1,18 @@
-"""Group commit: concurrent webhooks share one transaction.
+"""Group commit: concurrent webhooks share one statement, hence one transaction.
 
-Each request hands its events to ``GroupCommitter.submit`` and waits. The first event of
-a batch starts a short timer (``max_wait``, ~2 ms); when it fires, or when the batch is
-full, one transaction inserts every event into ``intake_events`` (``ON CONFLICT DO
-NOTHING``) and the new ones into the outbox, each with one ``unnest`` statement, and
-commits. Only then is each request answered, so ``202`` still means durable. One fsync
-then serves a whole batch instead of one per webhook.
+Each request hands its events to ``GroupCommitter.submit`` and waits. Events gather while
+every connection of the committer is busy committing (the batch grows with the load by
+itself) and, when one is free, for at most ``max_wait`` (~2 ms) or until ``max_batch``
+events. Then one statement stores the whole batch: it inserts into ``intake_events``
+(``ON CONFLICT DO NOTHING``) and puts the new ones, in arrival order, into the outbox. A
+single statement is a transaction of its own in PostgreSQL: both inserts commit
+together, with one round trip and one WAL flush for the batch, and no ``BEGIN``/
+``COMMIT`` of their own. Only after it returns is each request answered, so ``202``
+still means durable.
+
+The committer keeps its ``connections`` (2) out of the pool for as long as it runs
+(returning a connection to an asyncpg pool resets it: a round trip and a statement per
+batch); a connection that fails goes back to the pool and a fresh one is taken next time.
 
 A value the database refuses (``DataError``) fails only its own request: the batch is
 retried one request at a time. Any other database error fails the whole batch (503).
@@ -15,74 +22,74 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
-from services.intake.domain import PRODUCER
-from shared.events import MessageEvent
+from services.intake.domain import PRODUCER, StoredEvent
 from shared.topics import MESSAGES
 
-INSERT_EVENTS = (
-    "INSERT INTO intake_events"
+STORE = (
+    "WITH u AS ("
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+    " $6::timestamptz[], $7::bytea[], $8::text[]) WITH ORDINALITY AS u(s, i, m, t, k, r, p, ck, n)"
+    "), ins AS ("
+    " INSERT INTO intake_events"
     " (source, source_event_id, message_id, ticket_id, kind, received_at, event)"
-    " SELECT s, i, m, t, k, r, e::jsonb FROM unnest("
-    "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[]"
-    ") AS u(s, i, m, t, k, r, e)"
+    " SELECT s, i, m, t, k, r, convert_from(p, 'UTF8')::jsonb FROM u ORDER BY n"
     " ON CONFLICT (source, source_event_id) DO NOTHING RETURNING source, source_event_id"
+    "), queued AS ("
+    " INSERT INTO outbox (producer, topic, key, payload, correlation_id)"
+    " SELECT $9, $10, u.ck, u.p, u.m FROM u"
+    " JOIN ins ON ins.source = u.s AND ins.source_event_id = u.i ORDER BY u.n"
+    ")"
+    " SELECT source, source_event_id FROM ins"
 )
-INSERT_OUTBOX = (
-    "INSERT INTO outbox (producer, topic, key, payload, correlation_id)"
-    " SELECT $1, $2, k, p, c FROM unnest($3::text[], $4::bytea[], $5::text[]) AS u(k, p, c)"
-)
+"""Both inserts in one statement. The outbox row's correlation id is the message id."""
+
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 
-@dataclass
-class _Item:
-    events: list[MessageEvent]
-    future: asyncio.Future[list[bool]]
-    payloads: list[str] = field(default_factory=list)
-
-
-async def store_batch(conn: asyncpg.Connection, items: list[_Item]) -> list[list[bool]]:
-    """Insert every event of ``items`` in the caller's transaction; per item, per event,
-    True when it was new. A key repeated within the batch is new only the first time."""
-    first: dict[tuple[str, str], tuple[MessageEvent, str]] = {}
-    for item in items:
-        for event, payload in zip(item.events, item.payloads, strict=True):
-            first.setdefault((event.source, event.source_event_id), (event, payload))
+async def store_batch(conn: Conn, batch: Sequence[Sequence[StoredEvent]]) -> list[list[bool]]:
+    """Store every event of ``batch`` (one list per request) with one statement; per
+    request, per event, True when it was new. A key repeated within the batch is new only
+    the first time."""
+    first: dict[tuple[str, str], StoredEvent] = {}
+    for events in batch:
+        for event in events:
+            first.setdefault((event.source, event.source_event_id), event)
     rows = list(first.values())
     inserted = await conn.fetch(
-        INSERT_EVENTS,
-        [e.source for e, _ in rows],
-        [e.source_event_id for e, _ in rows],
-        [e.message_id for e, _ in rows],
-        [e.ticket_id for e, _ in rows],
-        [e.kind.value for e, _ in rows],
-        [e.received_at for e, _ in rows],
-        [p for _, p in rows],
+        STORE,
+        [e.source for e in rows],
+        [e.source_event_id for e in rows],
+        [e.message_id for e in rows],
+        [e.ticket_id for e in rows],
+        [e.kind.value for e in rows],
+        [e.received_at for e in rows],
+        [e.payload for e in rows],
+        [e.conversation_id for e in rows],
+        PRODUCER,
+        MESSAGES.name,
     )
-    new = {(r["source"], r["source_event_id"]) for r in inserted}
-    queued = [(e, p) for e, p in rows if (e.source, e.source_event_id) in new]
-    if queued:
-        await conn.execute(
-            INSERT_OUTBOX,
-            PRODUCER,
-            MESSAGES.name,
-            [e.conversation_id for e, _ in queued],
-            [p.encode() for _, p in queued],
-            [e.correlation_id for e, _ in queued],
-        )
+    new = {(r[0], r[1]) for r in inserted}
     results: list[list[bool]] = []
-    for item in items:
+    for events in batch:
         out = []
-        for event in item.events:
+        for event in events:
             key = (event.source, event.source_event_id)
             out.append(key in new)
             new.discard(key)  # a repeat later in the batch is a duplicate
         results.append(out)
     return results
+
+
+@dataclass(slots=True)
+class _Item:
+    events: list[StoredEvent]
+    future: asyncio.Future[list[bool]]
 
 
 class GroupCommitter:
@@ -92,6 +99,7 @@ class GroupCommitter:
         *,
         max_batch: int = 256,
         max_wait: float = 0.002,
+        connections: int = 2,
     ) -> None:
         self._pool = pool
         self.max_batch = max_batch
@@ -99,34 +107,55 @@ class GroupCommitter:
         self._pending: list[_Item] = []
         self._count = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._idle: list[PoolConnectionProxy] = []  # connections held out of the pool, free
+        self._slots = connections  # connections not busy committing (held or not)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
-    async def submit(self, events: list[MessageEvent]) -> list[bool]:
+    async def submit(self, events: list[StoredEvent]) -> list[bool]:
         """Store ``events`` durably; per event, True when new and False for a duplicate.
-        Returns only after the transaction holding them has committed."""
+        Returns only after the statement holding them has committed."""
         loop = asyncio.get_running_loop()
-        item = _Item(events, loop.create_future(), [e.model_dump_json() for e in events])
+        item = _Item(events, loop.create_future())
         self._pending.append(item)
         self._count += len(events)
-        if self._count >= self.max_batch:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.max_wait, self._flush)
+        if self._slots > 0:
+            if self._count >= self.max_batch:
+                self._flush()
+            elif self._timer is None:
+                self._timer = loop.call_later(self.max_wait, self._flush)
+        # else: the next commit to finish takes it (``_done``)
         return await item.future
 
     def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        batch, self._pending, self._count = self._pending, [], 0
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._commit(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if not self._pending or self._slots == 0:
+            return
+        if self._count <= self.max_batch:
+            batch, self._pending, self._count = self._pending, [], 0
+        else:
+            batch, n = [], 0
+            while self._pending and n < self.max_batch:
+                item = self._pending.pop(0)
+                batch.append(item)
+                n += len(item.events)
+            self._count -= n
+        self._slots -= 1
+        task = asyncio.get_running_loop().create_task(self._commit(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots += 1
+        if self._pending:  # what gathered meanwhile goes now
+            self._flush()
 
     async def _commit(self, batch: list[_Item]) -> None:
         try:
-            results = await self._transaction(batch)
+            results = await self._store(batch)
         except asyncpg.DataError as exc:
             if len(batch) == 1:
                 _fail(batch, exc)
@@ -143,15 +172,38 @@ class GroupCommitter:
             if not item.future.done():
                 item.future.set_result(result)
 
-    async def _transaction(self, batch: list[_Item]) -> list[list[bool]]:
-        async with self._pool().acquire() as proxy, proxy.transaction():
-            return await store_batch(proxy, batch)  # type: ignore[arg-type]
+    async def _store(self, batch: list[_Item]) -> list[list[bool]]:
+        pool = self._pool()
+        conn = self._idle.pop() if self._idle else await pool.acquire()
+        try:
+            results = await store_batch(conn, [item.events for item in batch])
+        except asyncpg.DataError:
+            self._idle.append(conn)  # the connection is fine; the value was not
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await pool.release(conn)
+            raise
+        if self._closed:
+            await pool.release(conn)
+        else:
+            self._idle.append(conn)
+        return results
 
     async def close(self) -> None:
-        self._flush()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        """Commit what is pending, wait for every commit, return the connections."""
+        while self._tasks or self._pending:
+            self._flush()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks))
+            # A finished task frees its slot in its done callback, which runs on a later
+            # turn of the loop: yield to it (``await`` of a done task does not yield).
+            await asyncio.sleep(0)
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await self._pool().release(conn)
 
 
 def _fail(batch: list[_Item], exc: BaseException) -> None:

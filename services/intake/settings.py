@@ -71,6 +71,12 @@ class IntakeSettings(ServiceSettings):
         0.002, ge=0, le=0.1, description="How long the first webhook of a batch waits for others."
     )
     group_commit_max_batch: int = Field(256, ge=1, le=10_000)
+    group_commit_connections: int = Field(
+        2,
+        ge=1,
+        le=32,
+        description="Statements in flight per worker; webhooks gather while all are busy.",
+    )
 
     @model_validator(mode="before")
     @classmethod

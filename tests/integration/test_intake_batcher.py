@@ -1,27 +1,37 @@
 """Group commit against the real database: concurrent submissions share transactions,
-each gets its own answer only after the commit, duplicates stay duplicates, and a value
-the database refuses fails only its own request."""
+each gets its own answer only after the commit, duplicates stay duplicates, a value the
+database refuses fails only its own request, the outbox gets the stored bytes in arrival
+order, and a lost connection fails only its batch."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import zlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
 
 from services.intake.adapters.base import Inbound
 from services.intake.batcher import GroupCommitter
-from services.intake.domain import normalise
+from services.intake.domain import PRODUCER, EventIds, StoredEvent, to_stored
+from services.intake.store import accept
 from shared.events import AuthorRole, Channel, MessageEvent, MessageKind
+from shared.topics import MESSAGES
 from tests.helpers import uid
 
 pytestmark = pytest.mark.integration
 
 
-def event(event_id: str, text: str = "你好", conv: str = "c") -> MessageEvent:
+IDS = EventIds()
+
+
+def event(event_id: str, text: str = "你好", conv: str = "c") -> StoredEvent:
     now = datetime.now(UTC)
-    return normalise(
+    return to_stored(
         "generic",
         Inbound(
             source_event_id=event_id,
@@ -34,11 +44,28 @@ def event(event_id: str, text: str = "你好", conv: str = "c") -> MessageEvent:
             text=text,
         ),
         now,
+        IDS.next(),
     )
 
 
-async def test_concurrent_submissions_share_transactions(pool):
-    committer = GroupCommitter(lambda: pool, max_batch=64, max_wait=0.005)
+@pytest.fixture
+async def committers() -> AsyncIterator[list[GroupCommitter]]:
+    """Committers made by a test, closed after it even when it fails (a committer holds
+    its connections out of the pool until it closes)."""
+    made: list[GroupCommitter] = []
+    yield made
+    for c in made:
+        await c.close()
+
+
+def new(made: list[GroupCommitter], pool: asyncpg.Pool, **kw: Any) -> GroupCommitter:
+    c = GroupCommitter(lambda: pool, **kw)
+    made.append(c)
+    return c
+
+
+async def test_concurrent_submissions_share_transactions(pool, committers):
+    committer = new(committers, pool, max_batch=64, max_wait=0.005)
     run = uid("gc")
     ids = [f"{run}-{i}" for i in range(200)]
     # Every id twice: once new, once a duplicate, whichever batch each lands in.
@@ -63,8 +90,8 @@ async def test_concurrent_submissions_share_transactions(pool):
     await committer.close()
 
 
-async def test_one_refused_value_fails_only_its_request(pool):
-    committer = GroupCommitter(lambda: pool, max_batch=64, max_wait=0.005)
+async def test_one_refused_value_fails_only_its_request(pool, committers):
+    committer = new(committers, pool, max_batch=64, max_wait=0.005)
     run = uid("gcbad")
     good = [committer.submit([event(f"{run}-{i}")]) for i in range(10)]
     bad = committer.submit([event(f"{run}-bad", text="a\x00b")])
@@ -74,8 +101,97 @@ async def test_one_refused_value_fails_only_its_request(pool):
     await committer.close()
 
 
-async def test_repeated_key_in_one_submission(pool):
-    committer = GroupCommitter(lambda: pool, max_wait=0.001)
+async def test_repeated_key_in_one_submission(pool, committers):
+    committer = new(committers, pool, max_wait=0.001)
     e = event(uid("gcdup"))
     assert await committer.submit([e, e]) == [True, False]
+    await committer.close()
+
+
+@contextlib.asynccontextmanager
+async def no_relay(pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Hold the intake relay's lock, so that no relay publishes (and removes) outbox rows."""
+    lock = zlib.crc32(f"outbox:{PRODUCER}".encode()) & 0x7FFFFFFF
+    async with pool.acquire() as holder:
+        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", lock), "a relay runs"
+        try:
+            yield
+        finally:
+            await holder.execute("SELECT pg_advisory_unlock($1)", lock)
+
+
+async def test_outbox_gets_the_stored_bytes_in_arrival_order(pool, committers):
+    run = uid("gcord")
+    events = [event(f"{run}-{i}", conv=f"{run}-conv") for i in range(50)]
+    async with no_relay(pool):
+        committer = new(committers, pool, max_batch=500, max_wait=0.005)
+        await asyncio.gather(*(committer.submit([e]) for e in events))
+        await committer.close()
+        rows = await pool.fetch(
+            "SELECT producer, topic, payload, correlation_id FROM outbox"
+            " WHERE key = $1 ORDER BY id",
+            f"{run}-conv",
+        )
+    assert [bytes(r["payload"]) for r in rows] == [e.payload for e in events]
+    assert [r["correlation_id"] for r in rows] == [e.message_id for e in events]
+    assert {(r["producer"], r["topic"]) for r in rows} == {(PRODUCER, MESSAGES.name)}
+    stored = await pool.fetchval(
+        "SELECT event FROM intake_events WHERE source = 'generic' AND source_event_id = $1",
+        events[7].source_event_id,
+    )
+    assert MessageEvent.model_validate(stored) == MessageEvent.model_validate_json(
+        events[7].payload
+    )
+
+
+async def test_a_duplicate_adds_no_outbox_row(pool, committers):
+    run = uid("gcdupbox")
+    first = event(f"{run}-1")
+    again = event(f"{run}-1", text="changed")  # the same key with another body
+    async with no_relay(pool):
+        committer = new(committers, pool, max_wait=0.001)
+        assert await committer.submit([first]) == [True]
+        assert await committer.submit([again]) == [False]
+        await committer.close()
+        queued = await pool.fetch(
+            "SELECT payload FROM outbox WHERE correlation_id = $1", first.message_id
+        )
+    assert [bytes(r["payload"]) for r in queued] == [first.payload]
+    kept = await pool.fetchval(
+        "SELECT event->>'text' FROM intake_events WHERE source = 'generic'"
+        " AND source_event_id = $1",
+        f"{run}-1",
+    )
+    assert kept == "你好"
+
+
+async def test_without_group_commit_one_statement_per_webhook(pool):
+    run = uid("acc")
+    events = [event(f"{run}-1"), event(f"{run}-2"), event(f"{run}-1")]
+    assert await accept(pool, events) == [True, True, False]
+    assert await accept(pool, events[:2]) == [False, False]
+
+
+async def test_close_gives_the_held_connections_back(infra):
+    own = await asyncpg.create_pool(infra.dsn, min_size=0, max_size=3)
+    committer = GroupCommitter(lambda: own, max_wait=0.001, connections=2)
+    try:
+        run = uid("gcheld")
+        await asyncio.gather(*(committer.submit([event(f"{run}-{i}")]) for i in range(300)))
+        assert own.get_idle_size() < own.get_size()  # held out of the pool meanwhile
+    finally:
+        await committer.close()
+    assert own.get_idle_size() == own.get_size()
+    await own.close()
+
+
+async def test_lost_connection_fails_its_batch_and_the_next_one_works(pool, committers):
+    committer = new(committers, pool, max_wait=0.001, connections=1)
+    run = uid("gclost")
+    assert await committer.submit([event(f"{run}-a")]) == [True]
+    held = committer._idle[0]
+    await pool.execute("SELECT pg_terminate_backend($1)", held.get_server_pid())
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+        await committer.submit([event(f"{run}-b")])
+    assert await committer.submit([event(f"{run}-b")]) == [True]  # a fresh connection
     await committer.close()

@@ -5,7 +5,7 @@ import hmac
 
 import pytest
 
-from shared.signing import SignatureError, sign, signed_headers, verify
+from shared.signing import HmacSha256, SignatureError, Verifier, sign, signed_headers, verify
 
 SECRET = b"s3cret"
 BODY = '{"text":"收到的杯子是碎的"}'.encode()
@@ -42,3 +42,28 @@ def test_window_edges_are_inclusive() -> None:
     s = sign(SECRET, "1700000000", BODY)
     verify([SECRET], "1700000000", s, BODY, 1_700_000_300)
     verify([SECRET], "1700000000", s, BODY, 1_699_999_700)
+
+
+@pytest.mark.parametrize("key_len", [0, 1, 32, 63, 64, 65, 200])
+def test_hmac_sha256_equals_hmac_new(key_len: int) -> None:
+    key = bytes(range(key_len))
+    h = HmacSha256(key)
+    for parts in [(), (b"",), (BODY,), (b"1700000000.", BODY), (b"a", b"b", b"c" * 1000)]:
+        expected = hmac.new(key, b"".join(parts), hashlib.sha256)
+        assert h.digest(*parts) == expected.digest()
+        assert h.hexdigest(*parts) == expected.hexdigest()
+    assert h.digest(b"once") == h.digest(b"once")  # the key states are not consumed
+
+
+def test_verifier_refuses_a_non_ascii_signature_as_a_signature_error() -> None:
+    v = Verifier([SECRET], 300)
+    with pytest.raises(SignatureError, match="match"):
+        v("1700000000", "sha256=ünïcode", BODY, 1_700_000_000)
+    with pytest.raises(SignatureError, match="match"):
+        v("1700000000", "sha256=\udcff", BODY, 1_700_000_000)
+    v("1700000000", sign(SECRET, "1700000000", BODY), BODY, 1_700_000_000)
+
+
+def test_verifier_with_no_secret_accepts_nothing() -> None:
+    with pytest.raises(SignatureError, match="match"):
+        Verifier([], 300)("1700000000", sign(SECRET, "1700000000", BODY), BODY, 1_700_000_000)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Literal
 
@@ -17,9 +17,11 @@ from services.intake.adapters.base import (
     validate_json,
 )
 from shared.events import AuthorRole, Channel, MessageKind, OrderInfo
-from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, Verifier
 
 Id = Field(min_length=1, max_length=200)
+_TS = TIMESTAMP_HEADER.lower()
+_SIG = SIGNATURE_HEADER.lower()
 
 
 class GenericCustomer(BaseModel):
@@ -36,7 +38,10 @@ class GenericAuthor(BaseModel):
     id: str | None = Field(None, max_length=200)
 
 
-class GenericOrder(BaseModel):
+class GenericOrder(OrderInfo):
+    """An ``OrderInfo`` as the webhook body gives it: the validated value is the
+    canonical order itself (no second validation)."""
+
     model_config = ConfigDict(extra="ignore")
     id: str = Id
     amount: Decimal | None = Field(None, ge=0, le=Decimal("999999999999"), decimal_places=2)
@@ -67,15 +72,14 @@ class GenericSigned(SourceAdapter):
 
     signature_headers = (TIMESTAMP_HEADER, SIGNATURE_HEADER)
 
+    def __init__(
+        self, secrets: Sequence[bytes], replay_window: float = 300, pseudonym_key: bytes = b""
+    ) -> None:
+        super().__init__(secrets, replay_window, pseudonym_key)
+        self._verify = Verifier(self.secrets, self.replay_window)
+
     def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
-        verify(
-            self.secrets,
-            headers.get(TIMESTAMP_HEADER.lower()),
-            headers.get(SIGNATURE_HEADER.lower()),
-            body,
-            now,
-            self.replay_window,
-        )
+        self._verify(headers.get(_TS), headers.get(_SIG), body, now)
 
 
 class GenericAdapter(GenericSigned):
@@ -106,13 +110,6 @@ class GenericAdapter(GenericSigned):
                 author_id=m.author.id if m.author else None,
                 text=m.text,
                 customer=CustomerIn(m.customer.id, m.customer.vip_level) if m.customer else None,
-                order=OrderInfo(
-                    id=m.order.id,
-                    amount=m.order.amount,
-                    currency=m.order.currency,
-                    status=m.order.status,
-                )
-                if m.order
-                else None,
+                order=m.order,
             )
         ]

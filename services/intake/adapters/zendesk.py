@@ -183,7 +183,7 @@ class ZendeskAdapter(SourceAdapter):
                 kind=MessageKind.message_created,
                 author_role=AuthorRole.customer,
                 author_id=requester,
-                text=text or "(new ticket)",
+                text=text[:20_000] or "(new ticket)",
                 **base,
             )
         if what == "ticket.comment_added":
