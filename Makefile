@@ -65,7 +65,7 @@ eval-router: $(STAMP) ## Router classification vs the labelled set: per-category
 bench-router-decide: $(STAMP) ## Benchmark: pure routing decisions/s on one core (uncached, never-repeating and cached texts) vs a bare rjieba cut of the same texts (BENCH_SECONDS)
 	$(BIN)/python bench/router_decide.py
 
-bench-router: bench-router-decide ## Benchmark: pure decisions/s, then end-to-end routed/s (consume, decide, persist, publish) vs a raw aiokafka loop (BENCH_MESSAGES)
+bench-router: bench-router-decide ## Benchmark: pure decisions/s, then end-to-end routed/s (consume, decide, persist, publish) vs a raw aiokafka loop (BENCH_MESSAGES; BENCH_TEXTS=unique: texts never seen)
 	$(BIN)/python bench/router_e2e.py
 
 lint: $(STAMP) ## ruff and mypy

@@ -1,10 +1,13 @@
 """Benchmark: end-to-end router throughput vs a raw aiokafka consume-and-produce loop.
 
     make bench-router            (BENCH_MESSAGES=5000 by default)
+    BENCH_TEXTS=unique make bench-router   (every text one the router has never seen)
 
 On its own embedded PostgreSQL and Kafka-protocol broker (free ports), in one run:
   1. N customer messages (the evaluation set's texts, Chinese and English, one ticket
-     each) are written to a scratch input topic (as many partitions as cs.messages.v1).
+     each; with BENCH_TEXTS=unique each framed by an opener and a closer, as
+     ``bench-router-decide``'s never-repeating stream, so no decision comes from a cache)
+     are written to a scratch input topic (as many partitions as cs.messages.v1).
   2. baseline: a raw aiokafka loop in a consumer group reads the N records (getmany) and
      produces each to a scratch topic, committing per batch: the floor cost of "consume
      and publish" on this broker and machine.
@@ -36,6 +39,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from router_decide import CLOSERS, OPENERS
 
 from services.router.eval.report import load_rows
 from shared.db import migrate
@@ -47,12 +51,18 @@ BENCH_IN = "bench.in"
 SKILLS = ["presale", "orders", "logistics", "after_sales", "invoice", "complaints", "zh", "en"]
 
 
-def messages(n: int) -> list[tuple[bytes, bytes]]:
+def messages(n: int, *, unique: bool = False) -> list[tuple[bytes, bytes]]:
     rows = load_rows()
     now = utcnow()
     out = []
     for i in range(n):
         r = rows[i % len(rows)]
+        text = r.text
+        if unique:  # the k-th round of the set gets the k-th (opener, closer) pair
+            opener, closer = divmod(i // len(rows), len(CLOSERS))
+            if opener >= len(OPENERS):
+                raise ValueError(f"at most {len(rows) * len(OPENERS) * len(CLOSERS)} texts")
+            text = f"{OPENERS[opener]} {r.text} {CLOSERS[closer]}".strip()
         mid = f"bench-{i}"
         ticket = f"bench-tk-{i}"
         ev = MessageEvent(
@@ -67,7 +77,7 @@ def messages(n: int) -> list[tuple[bytes, bytes]]:
             shop_id="shop-bench",
             channel=Channel.chat,
             author_role=AuthorRole.customer,
-            text=r.text,
+            text=text,
             customer=CustomerRef(id=f"c{i}", ref=f"c***{i % 10}", vip_level=i % 4),
             received_at=now,
         )
@@ -196,7 +206,7 @@ async def router(
         await pool.close()
 
 
-async def run(n: int) -> None:
+async def run(n: int, unique: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ticketflow-bench-router-"))
     pg = Postgres(tmp / "pgdata", port=free_port(), log_file=tmp / "postgres.log")
     broker = Broker(port=free_port(), log_file=tmp / "broker.log")
@@ -204,8 +214,11 @@ async def run(n: int) -> None:
         pg.start()
         broker.start()
         await migrate(pg.dsn)
-        print(f"router end-to-end benchmark: {n} messages, {os.cpu_count()} CPUs (shared)")
-        records = messages(n)
+        texts = "never-repeating texts" if unique else "evaluation-set texts"
+        print(
+            f"router end-to-end benchmark: {n} messages ({texts}), {os.cpu_count()} CPUs (shared)"
+        )
+        records = messages(n, unique=unique)
         admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
         await admin.start()
         try:
@@ -231,7 +244,7 @@ async def run(n: int) -> None:
         from tools.bench_summary import write_result
 
         write_result(
-            "router_e2e",
+            "router_e2e_unique" if unique else "router_e2e",
             {"routed/s (events acked)": published, "decided/s": decided, "assigned": assigned},
             {"raw aiokafka loop/s": raw, "one at a time/s": each},
             ">= 3000 routed/s end to end",
@@ -243,7 +256,10 @@ async def run(n: int) -> None:
 
 
 def main() -> int:
-    asyncio.run(run(int(os.environ.get("BENCH_MESSAGES", "5000"))))
+    texts = os.environ.get("BENCH_TEXTS", "eval")
+    if texts not in ("eval", "unique"):
+        raise SystemExit(f"BENCH_TEXTS must be eval or unique, not {texts!r}")
+    asyncio.run(run(int(os.environ.get("BENCH_MESSAGES", "5000")), texts == "unique"))
     return 0
 
 
