@@ -1,17 +1,22 @@
 """A broker that loses records it acknowledged (the local Tansu restarted with memory
 storage; Kafka after an unclean leader election): the outbox relay re-publishes its kept
 rows and a group consumer re-reads the new log, so every event reaches the topic and is
-applied once per id. Runs on its own broker (restarted mid-flow) and the session's
-PostgreSQL."""
+applied once per id. Runs on its own broker (restarted mid-flow) and a database of its
+own in the session's PostgreSQL: the losses a relay records there are seen by every relay
+of that database, and the session broker lost nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
+import os
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import pytest
 from faststream.kafka import KafkaMessage
@@ -40,6 +45,42 @@ from tests.helpers import (
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+async def own_dsn(infra) -> AsyncIterator[str]:
+    """A fresh, migrated database for this module on the session's server: the broker
+    losses these tests record (``outbox_broker_losses``) would otherwise make the relays of
+    later tests re-publish their kept rows to the session broker, which lost nothing."""
+    from shared.db import migrate
+
+    url = urlsplit(infra.dsn)
+    name = uid("lossdb").replace("-", "_")
+    # the embedded server's superuser; an external server: the tests' own role (CREATEDB)
+    admin_user = url.username if os.environ.get("TEST_DATABASE_URL") else "postgres"
+    admin = urlunsplit(url._replace(netloc=f"{admin_user}@{url.hostname}:{url.port}"))
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" OWNER "{url.username}"')
+    finally:
+        await conn.close()
+    dsn = urlunsplit(url._replace(path=f"/{name}"))
+    await migrate(dsn)
+    yield dsn
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def own_pool(own_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    from shared.db import create_pool
+
+    p = await create_pool(own_dsn, min_size=1, max_size=5)
+    yield p
+    await p.close()
+
+
 def _event(ticket: str, i: int, key: str | None = None) -> OutboxRow:
     # several keys unless told: records spread over the partitions
     return sla_row(ticket, i, key or f"{ticket}-{i % 12}")
@@ -61,7 +102,8 @@ async def _ids_on_topic(bootstrap: str, ticket: str, expected: set[str]) -> set[
     return seen
 
 
-async def test_broker_restart_while_records_flow_loses_nothing(infra, pool, tmp_path):
+async def test_broker_restart_while_records_flow_loses_nothing(own_dsn, own_pool, tmp_path):
+    pool = own_pool
     own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
     own.start()
     producer, ticket = uid("producer"), uid("tkt")
@@ -89,7 +131,7 @@ async def test_broker_restart_while_records_flow_loses_nothing(infra, pool, tmp_
     republished_before = metrics.OUTBOX_REPUBLISHED.labels(producer, SLA.name)._value.get()
     out = RelayProducer(own.bootstrap, "test")
     relay = OutboxRelay(
-        infra.dsn,
+        own_dsn,
         producer,
         out.publish,
         publish_timeout=3.0,
@@ -179,12 +221,13 @@ async def _published(pool: Any, producer: str) -> None:
 
 
 async def test_a_loss_one_relay_finds_is_republished_by_every_relay_of_the_partition(
-    infra, pool, tmp_path
+    own_dsn, own_pool, tmp_path
 ):
     """Two producers write one partition (as router and sla_watch both write
     cs.escalations.v1). After the restart, B finds the loss and re-publishes so much that
     A's next acknowledgement lands above what A had before: A cannot see the loss itself
     and re-publishes because B recorded it."""
+    pool = own_pool
     own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
     own.start()
     a, b, ticket = uid("producer-a"), uid("producer-b"), uid("tkt")
@@ -192,7 +235,7 @@ async def test_a_loss_one_relay_finds_is_republished_by_every_relay_of_the_parti
 
     def relay(producer: str, out: RelayProducer) -> OutboxRelay:
         return OutboxRelay(
-            infra.dsn, producer, out.publish, publish_timeout=3.0, loss_check_interval=0.2
+            own_dsn, producer, out.publish, publish_timeout=3.0, loss_check_interval=0.2
         )
 
     async def write(producer: str, ids: range) -> None:
@@ -238,15 +281,17 @@ async def test_a_loss_one_relay_finds_is_republished_by_every_relay_of_the_parti
 
 
 async def test_webhooks_accepted_around_a_broker_restart_are_routed_once(
-    service_env, pool, monkeypatch, tmp_path
+    service_env, own_dsn, own_pool, monkeypatch, tmp_path
 ):
     """intake and router in this process, on a broker of their own that stops and comes
     back empty while webhooks arrive: every accepted message is on the new log of
     cs.messages.v1, and the router decides it once (one routed event id per message, one
     ticket per conversation)."""
+    pool = own_pool
     own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
     own.start()
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", own.bootstrap)
+    monkeypatch.setenv("DATABASE_URL", own_dsn)
     from services.intake.app import build as intake
     from services.router.app import build as router
 
