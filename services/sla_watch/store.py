@@ -210,28 +210,33 @@ _LOCK_CLOCKS = (
     f" (SELECT id FROM sla_clocks WHERE ticket_id = x.t LIMIT {len(ClockName)}) AS c"
     ")) ORDER BY id FOR UPDATE"
 )
-_WRITE_TICKETS = (
-    "UPDATE sla_tickets t SET "
-    + ", ".join(f"{c} = x.{c}" for c, _ in _TICKET_COLS)
-    + ", updated_at = now() FROM "
-    + _unnest((("ticket_id", "text"), *_TICKET_COLS))
-    + " WHERE t.ticket_id = x.ticket_id"
-)
-_UPDATE_CLOCKS = (
-    "UPDATE sla_clocks c SET "
-    + ", ".join(f"{c} = x.{c}" for c, _ in _CLOCK_COLS[2:])
-    + " FROM "
-    + _unnest((("id", "bigint"), *_CLOCK_COLS))
-    + " WHERE c.id = x.id"
-)
-_INSERT_CLOCKS = (
-    f"INSERT INTO sla_clocks ({', '.join(c for c, _ in _CLOCK_COLS)})"
-    f" SELECT * FROM {_unnest(_CLOCK_COLS)} RETURNING id, ticket_id, clock"
-)
-_EMIT = (
-    "INSERT INTO outbox (producer, topic, key, payload, correlation_id)"
-    f" SELECT '{PRODUCER}', '{SLA.name}', k, p, c"
-    " FROM unnest($1::text[], $2::bytea[], $3::text[]) AS x(k, p, c)"
+_TICKET_ROW = (("ticket_id", "text"), *_TICKET_COLS)
+_SLA_EVENT = (("key", "text"), ("payload", "bytea"), ("correlation_id", "text"))
+# A batch's writes in ONE statement (one round trip): the changed tickets, the emitted
+# events and the changed clocks. Every row written is already locked by this transaction
+# (tickets and existing clocks by the load; a new clock's key cannot be taken by another
+# writer, which would need the ticket's lock), so no lock is taken here in another order.
+# Tickets and clocks are written as upserts on their primary keys: always planned as
+# index lookups (``UPDATE ... FROM unnest`` joined by a sequential scan while the table
+# had no statistics), and one statement for new and changed clocks alike (a changed one
+# spends an identity value in vain: ids are unique, not dense). The events go to the
+# outbox in the order they were emitted.
+_FLUSH = (
+    "WITH tickets AS ("
+    f" INSERT INTO sla_tickets ({', '.join(c for c, _ in _TICKET_ROW)})"
+    f" SELECT * FROM {_unnest(_TICKET_ROW)}"
+    " ON CONFLICT (ticket_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c, _ in _TICKET_COLS)
+    + ", updated_at = now()"
+    "), events AS ("
+    " INSERT INTO outbox (producer, topic, key, payload, correlation_id)"
+    f" SELECT '{PRODUCER}', '{SLA.name}', key, payload, correlation_id"
+    f" FROM {_unnest(_SLA_EVENT, len(_TICKET_ROW) + 1)})"
+    f" INSERT INTO sla_clocks ({', '.join(c for c, _ in _CLOCK_COLS)})"
+    f" SELECT * FROM {_unnest(_CLOCK_COLS, len(_TICKET_ROW) + len(_SLA_EVENT) + 1)}"
+    " ON CONFLICT (ticket_id, clock) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c, _ in _CLOCK_COLS[2:])
+    + " RETURNING id, ticket_id, clock"
 )
 
 
@@ -272,22 +277,18 @@ class _State:
             self.clocks[r["ticket_id"]][r["clock"]] = dict(r)
 
     async def flush(self, conn: Any) -> list[Due]:
-        if self.dirty_tickets:
-            rows = [self.tickets[t] for t in sorted(self.dirty_tickets)]
-            cols = (("ticket_id", "text"), *_TICKET_COLS)
-            await conn.execute(_WRITE_TICKETS, *([r[c] for r in rows] for c, _ in cols))
-        old = [r for r in self.dirty_clocks.values() if r.get("id") is not None]
-        new = [r for r in self.dirty_clocks.values() if r.get("id") is None]
-        if old:
-            with_id = (("id", "bigint"), *_CLOCK_COLS)
-            await conn.execute(_UPDATE_CLOCKS, *([r[c] for r in old] for c, _ in with_id))
-        if new:
-            recs = await conn.fetch(_INSERT_CLOCKS, *([r[c] for r in new] for c, _ in _CLOCK_COLS))
+        tickets = [self.tickets[t] for t in sorted(self.dirty_tickets)]
+        clocks = list(self.dirty_clocks.values())
+        if tickets or clocks or self.events:
+            events = [[e[i] for e in self.events] for i in range(len(_SLA_EVENT))]
+            recs = await conn.fetch(
+                _FLUSH,
+                *([r[c] for r in tickets] for c, _ in _TICKET_ROW),
+                *events,
+                *([r[c] for r in clocks] for c, _ in _CLOCK_COLS),
+            )
             for rec in recs:
                 self.clocks[rec["ticket_id"]][rec["clock"]]["id"] = rec["id"]
-        if self.events:
-            keys, payloads, correlations = zip(*self.events, strict=True)
-            await conn.execute(_EMIT, keys, payloads, correlations)
         due: list[Due] = []
         for t, name in sorted(self.timed):
             row = self.clocks[t][name]
