@@ -33,17 +33,19 @@ from shared.topics import MESSAGES
 
 STORE = (
     "WITH u AS ("
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-    " $6::timestamptz[], $7::bytea[], $8::text[]) WITH ORDINALITY AS u(s, i, m, t, k, r, p, ck, n)"
+    " SELECT p, convert_from(p, 'UTF8')::jsonb AS e, n"
+    " FROM unnest($1::bytea[]) WITH ORDINALITY AS u(p, n)"
     "), ins AS ("
     " INSERT INTO intake_events"
     " (source, source_event_id, message_id, ticket_id, kind, received_at, event)"
-    " SELECT s, i, m, t, k, r, convert_from(p, 'UTF8')::jsonb FROM u ORDER BY n"
+    " SELECT e->>'source', e->>'source_event_id', e->>'message_id', e->>'ticket_id',"
+    " e->>'kind', (e->>'received_at')::timestamptz, e FROM u ORDER BY n"
     " ON CONFLICT (source, source_event_id) DO NOTHING RETURNING source, source_event_id"
     "), queued AS ("
     " INSERT INTO outbox (producer, topic, key, payload, correlation_id)"
-    " SELECT $9, $10, u.ck, u.p, u.m FROM u"
-    " JOIN ins ON ins.source = u.s AND ins.source_event_id = u.i ORDER BY u.n"
+    " SELECT $2, $3, u.e->>'conversation_id', u.p, u.e->>'message_id' FROM u"
+    " JOIN ins ON ins.source = u.e->>'source' AND ins.source_event_id = u.e->>'source_event_id'"
+    " ORDER BY u.n"
     ")"
     " SELECT source, source_event_id FROM ins"
 )
@@ -61,19 +63,7 @@ async def store_batch(conn: Conn, batch: Sequence[Sequence[StoredEvent]]) -> lis
         for event in events:
             first.setdefault((event.source, event.source_event_id), event)
     rows = list(first.values())
-    inserted = await conn.fetch(
-        STORE,
-        [e.source for e in rows],
-        [e.source_event_id for e in rows],
-        [e.message_id for e in rows],
-        [e.ticket_id for e in rows],
-        [e.kind.value for e in rows],
-        [e.received_at for e in rows],
-        [e.payload for e in rows],
-        [e.conversation_id for e in rows],
-        PRODUCER,
-        MESSAGES.name,
-    )
+    inserted = await conn.fetch(STORE, [e.payload for e in rows], PRODUCER, MESSAGES.name)
     new = {(r[0], r[1]) for r in inserted}
     results: list[list[bool]] = []
     for events in batch:

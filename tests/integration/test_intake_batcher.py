@@ -135,12 +135,17 @@ async def test_outbox_gets_the_stored_bytes_in_arrival_order(pool, committers):
     assert [bytes(r["payload"]) for r in rows] == [e.payload for e in events]
     assert [r["correlation_id"] for r in rows] == [e.message_id for e in events]
     assert {(r["producer"], r["topic"]) for r in rows} == {(PRODUCER, MESSAGES.name)}
-    stored = await pool.fetchval(
-        "SELECT event FROM intake_events WHERE source = 'generic' AND source_event_id = $1",
-        events[7].source_event_id,
+    e = events[7]
+    stored = await pool.fetchrow(
+        "SELECT message_id, ticket_id, kind, received_at, event FROM intake_events"
+        " WHERE source = 'generic' AND source_event_id = $1",
+        e.source_event_id,
     )
-    assert MessageEvent.model_validate(stored) == MessageEvent.model_validate_json(
-        events[7].payload
+    assert stored is not None
+    assert (stored["message_id"], stored["ticket_id"]) == (e.message_id, e.ticket_id)
+    assert (stored["kind"], stored["received_at"]) == (e.kind.value, e.received_at)
+    assert MessageEvent.model_validate(stored["event"]) == MessageEvent.model_validate_json(
+        e.payload
     )
 
 
