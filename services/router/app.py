@@ -37,7 +37,7 @@ from shared.events import (
     MessageKind,
     Tier,
 )
-from shared.kafka import PermanentError, consume, publish_event, subscriber_options
+from shared.kafka import PermanentError, consume, publish_event, raw_records, subscriber_options
 from shared.logging import correlation, get_logger
 from shared.service import Runtime, create_app
 from shared.topics import DEADLETTER, ESCALATIONS, MESSAGES
@@ -47,15 +47,6 @@ log = get_logger(__name__)
 
 POISON = (asyncpg.DataError, PermanentError)
 """Faults of the message itself (PostgreSQL refuses a value): retrying cannot help."""
-
-
-async def _raw_records(msg: Any) -> tuple[Any, ...]:
-    """Batch decoder that hands the handler the raw records: ``handle_batch`` validates
-    them itself, so FastStream's per-record JSON decoding would be wasted work. Passing
-    them as the body also spares the handler a ``KafkaMessage`` parameter: FastStream
-    resolves such context parameters through a worker thread on every call."""
-    raw = msg.raw_message
-    return raw if isinstance(raw, tuple) else (raw,)
 
 
 def count(*outs: Outcome) -> None:
@@ -232,7 +223,7 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
             batch=True,
             max_records=settings.batch_max_records,
             batch_timeout_ms=settings.batch_timeout_ms,
-            decoder=_raw_records,  # the handler parses the records itself
+            decoder=raw_records,  # the handler parses the records itself
             **subscriber_options(settings.group_id, runtime.tracker()),
         )
         async def on_messages(records: Any) -> None:

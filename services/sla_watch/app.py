@@ -11,7 +11,6 @@ from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
-from faststream.kafka import KafkaMessage
 from pydantic import ValidationError
 
 from services.sla_watch import store
@@ -29,7 +28,7 @@ from shared.events import (
     SlaKind,
     utcnow,
 )
-from shared.kafka import PermanentError, publish_event, subscriber_options
+from shared.kafka import PermanentError, publish_event, raw_records, subscriber_options
 from shared.logging import correlation, get_logger
 from shared.service import Runtime, create_app
 from shared.topics import DEADLETTER, ESCALATIONS, MESSAGES, ROUTED, TopicSpec
@@ -40,12 +39,6 @@ _OPEN_COUNT_EVERY = 15.0
 
 POISON = (asyncpg.DataError, PermanentError)
 """Faults of the message itself (PostgreSQL refuses a value): retrying cannot help."""
-
-
-async def _raw_records(msg: Any) -> None:
-    """Batch decoder that decodes nothing: ``handle_batch`` validates the raw records
-    itself, so FastStream's per-record JSON decoding would be wasted work."""
-    del msg
 
 
 def policies_for(settings: SlaWatchSettings) -> Policies:
@@ -179,7 +172,7 @@ def build(settings: SlaWatchSettings | None = None) -> FastAPI:
 
     Model = type[MessageEvent] | type[RoutedEvent] | type[EscalationEvent]
 
-    async def handle_batch(topic: TopicSpec, model: Model, message: KafkaMessage) -> None:
+    async def handle_batch(topic: TopicSpec, model: Model, records: tuple[Any, ...]) -> None:
         """A poll's records in ONE transaction (``store.apply_in``: a fixed number of
         set-based statements) and ONE offset commit, after the commit of the transaction
         (FastStream acks when this returns). Idempotent per message, so a redelivered
@@ -187,8 +180,6 @@ def build(settings: SlaWatchSettings | None = None) -> FastAPI:
         message: a poison message is dead-lettered and the others commit; any other fault
         (database away, deadlock) raises and the whole batch is redelivered."""
         started = time.perf_counter()
-        raw = message.raw_message
-        records = raw if isinstance(raw, tuple) else (raw,)
         events: list[store.Event] = []
         valid: list[Any] = []
         for rec in records:
@@ -257,20 +248,20 @@ def build(settings: SlaWatchSettings | None = None) -> FastAPI:
             "batch": True,
             "max_records": settings.batch_max_records,
             "batch_timeout_ms": settings.batch_timeout_ms,
-            "decoder": _raw_records,  # handle_batch validates the records itself
+            "decoder": raw_records,  # handle_batch validates the records itself
             **subscriber_options(f"{settings.group_id}.{group}", runtime.tracker()),
         }
 
     @broker.subscriber(MESSAGES.name, **batch_options("messages"))  # type: ignore[untyped-decorator]
-    async def on_messages(message: KafkaMessage) -> None:
-        await handle_batch(MESSAGES, MessageEvent, message)
+    async def on_messages(records: Any) -> None:
+        await handle_batch(MESSAGES, MessageEvent, records)
 
     @broker.subscriber(ROUTED.name, **batch_options("routed"))  # type: ignore[untyped-decorator]
-    async def on_routed(message: KafkaMessage) -> None:
-        await handle_batch(ROUTED, RoutedEvent, message)
+    async def on_routed(records: Any) -> None:
+        await handle_batch(ROUTED, RoutedEvent, records)
 
     @broker.subscriber(ESCALATIONS.name, **batch_options("escalations"))  # type: ignore[untyped-decorator]
-    async def on_escalations(message: KafkaMessage) -> None:
-        await handle_batch(ESCALATIONS, EscalationEvent, message)
+    async def on_escalations(records: Any) -> None:
+        await handle_batch(ESCALATIONS, EscalationEvent, records)
 
     return create_app(runtime, title="ticketflow sla_watch", description="SLA clocks.")
