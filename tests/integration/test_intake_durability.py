@@ -126,7 +126,9 @@ async def test_broker_restart_mid_load_loses_and_doubles_nothing(service_env, mo
                         count=len(published),
                     )
                     collect(before)
-                broker.stop()  # mid-load: requests keep coming
+                # off the loop: a blocking stop (up to 10 s) would stall the in-process
+                # server under the load's keep-alive connections (httpx.ReadError)
+                await asyncio.to_thread(broker.stop)  # mid-load: requests keep coming
                 n = len(accepted)
                 await until(lambda: len(accepted) >= n + 150, 30, "accepting while broker down")
                 # The backlog and its age are visible while the broker is down.
@@ -141,7 +143,7 @@ async def test_broker_restart_mid_load_loses_and_doubles_nothing(service_env, mo
                         )
 
                     await until(backlog_shown, 30, "backlog gauges updated")
-                broker.start()
+                await asyncio.to_thread(broker.start)
                 await ensure_topics(broker.bootstrap)
                 gate.set()
                 n = len(accepted)
