@@ -53,7 +53,8 @@ test-slow: $(STAMP) ## Slow soak tests only
 bench-notifier: $(STAMP) ## Benchmark: escalation event to delivered notification, p50/p99 vs the bare Kafka hop
 	$(BIN)/python bench/notifier/bench.py
 
-bench-intake: $(STAMP) ## Benchmark: open-loop signed webhooks into intake vs a bare 202 endpoint and raw aiokafka (BENCH_RATE, BENCH_SECONDS, BENCH_WORKERS)
+bench-intake: $(STAMP) ## Benchmark: open-loop signed webhooks into intake vs a bare 202 endpoint and raw aiokafka, then wrk's closed-loop maximum (wrk installed if missing and root) (BENCH_RATE, BENCH_SECONDS, BENCH_WORKERS)
+	@deploy/ensure-wrk.sh
 	$(BIN)/python bench/intake/bench.py
 
 bench-sla: $(STAMP) ## Benchmark: N open SLA clocks (N=10000,100000 default; N=1000000): breach lateness p50/p99/max vs bare loop.call_at, RSS and DB bytes per clock, starts+stops/s, recovery after kill -9
