@@ -14,8 +14,10 @@ import asyncio
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -69,3 +71,40 @@ def service_env(infra: Infra, monkeypatch: pytest.MonkeyPatch) -> Infra:
     monkeypatch.setenv("DATABASE_URL", infra.dsn)
     monkeypatch.setenv("TICKETFLOW_LOCAL_STACK", "true")
     return infra
+
+
+@pytest.fixture(scope="module")
+async def own_dsn(infra) -> AsyncIterator[str]:
+    """A fresh, migrated database for a module on the session's server, for tests that run
+    a broker of their own and restart it: the broker losses their relays record
+    (``outbox_broker_losses``) would otherwise make the relays of later tests re-publish
+    their kept rows to the session broker, which lost nothing."""
+    from shared.db import migrate
+
+    url = urlsplit(infra.dsn)
+    name = f"lossdb_{uuid.uuid4().hex[:12]}".replace("-", "_")
+    # the embedded server's superuser; an external server: the tests' own role (CREATEDB)
+    admin_user = url.username if os.environ.get("TEST_DATABASE_URL") else "postgres"
+    admin = urlunsplit(url._replace(netloc=f"{admin_user}@{url.hostname}:{url.port}"))
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" OWNER "{url.username}"')
+    finally:
+        await conn.close()
+    dsn = urlunsplit(url._replace(path=f"/{name}"))
+    await migrate(dsn)
+    yield dsn
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def own_pool(own_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    from shared.db import create_pool
+
+    p = await create_pool(own_dsn, min_size=1, max_size=5)
+    yield p
+    await p.close()

@@ -10,13 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 from faststream.kafka import KafkaMessage
@@ -43,42 +39,6 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def own_dsn(infra) -> AsyncIterator[str]:
-    """A fresh, migrated database for this module on the session's server: the broker
-    losses these tests record (``outbox_broker_losses``) would otherwise make the relays of
-    later tests re-publish their kept rows to the session broker, which lost nothing."""
-    from shared.db import migrate
-
-    url = urlsplit(infra.dsn)
-    name = uid("lossdb").replace("-", "_")
-    # the embedded server's superuser; an external server: the tests' own role (CREATEDB)
-    admin_user = url.username if os.environ.get("TEST_DATABASE_URL") else "postgres"
-    admin = urlunsplit(url._replace(netloc=f"{admin_user}@{url.hostname}:{url.port}"))
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" OWNER "{url.username}"')
-    finally:
-        await conn.close()
-    dsn = urlunsplit(url._replace(path=f"/{name}"))
-    await migrate(dsn)
-    yield dsn
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="module")
-async def own_pool(own_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    from shared.db import create_pool
-
-    p = await create_pool(own_dsn, min_size=1, max_size=5)
-    yield p
-    await p.close()
 
 
 def _event(ticket: str, i: int, key: str | None = None) -> OutboxRow:

@@ -53,7 +53,11 @@ async def until(pred: Callable[[], Awaitable[bool] | bool], timeout: float, what
         await asyncio.sleep(0.05)
 
 
-async def test_broker_restart_mid_load_loses_and_doubles_nothing(service_env, monkeypatch, pool):
+async def test_broker_restart_mid_load_loses_and_doubles_nothing(
+    service_env, monkeypatch, own_dsn, own_pool
+):
+    pool = own_pool  # its relay records the restart's loss: a database of its own
+    monkeypatch.setenv("DATABASE_URL", own_dsn)
     from services.intake.app import build
 
     broker = Broker(port=free_port())
