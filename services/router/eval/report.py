@@ -15,7 +15,9 @@ it is not in the figures above it nor in the exit status. A fourth, ``zh_fresh2.
 (72 Chinese messages written in session 3 before the safety-wording change, studied in
 session 4), is reported the same way. A fifth, ``zh_fresh3.jsonl`` (81 Chinese messages
 written in session 4 before the generalisation change), is held out: only its summary
-line is printed, never its misses, so that nobody tunes the rules on it.
+line is printed, never its misses, so that nobody tunes the rules on it. A sixth,
+``zh_fresh4.jsonl`` (100 Chinese messages written in session 5 by an author who never read
+the rules), is reported like the fourth, its misses shown.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ FRESH2_FILES = ("zh_fresh2.jsonl",)
 # A fifth, written in session 4 before the generalisation change: held out, its summary line
 # only (its misses are never printed, so the rules are not tuned on it).
 FRESH3_FILES = ("zh_fresh3.jsonl",)
+# A sixth, written in session 5 by an author who never read the rules, labelled from the
+# domain brief and the contract alone before the router saw it; reported on its own with
+# its misses shown (it is to be studied).
+FRESH4_FILES = ("zh_fresh4.jsonl",)
 TARGET_MACRO_F1 = 0.85
 TARGET_TIER_ACCURACY = 0.9
 
@@ -270,6 +276,7 @@ def main(argv: Sequence[str] = ()) -> int:
         ("third set", "third", FRESH_FILES),
         ("fourth set", "fourth", FRESH2_FILES),
         ("fifth set", "", FRESH3_FILES),
+        ("sixth set", "sixth", FRESH4_FILES),
     ):
         fresh = evaluate(load_rows(fresh_files), clf)
         print(
