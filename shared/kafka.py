@@ -120,11 +120,19 @@ class RelayProducer:
     headers FastStream writes (``content-type``, ``correlation_id``), so FastStream
     subscribers read them unchanged. The relay publishes thousands of rows a second and
     FastStream's per-message publish machinery (command objects, middleware scopes) cost
-    intake about a tenth of its CPU; everything else publishes through the broker."""
+    intake about a tenth of its CPU; everything else publishes through the broker.
 
-    def __init__(self, bootstrap_servers: str, service: str) -> None:
+    A record the broker has not acknowledged within ``request_timeout_ms`` fails (its row
+    stays in the outbox and the relay sends it again). aiokafka's default, 40 s, is how
+    long ``stop()`` waited for records in flight while the broker was away: a service
+    stopped during a broker outage outlived its grace period."""
+
+    def __init__(
+        self, bootstrap_servers: str, service: str, *, request_timeout_ms: int = 5_000
+    ) -> None:
         self._bootstrap = bootstrap_servers
         self._client_id = f"ticketflow-{service}-relay"
+        self._request_timeout_ms = request_timeout_ms
         self._producer: AIOKafkaProducer | None = None
         self._offsets: AIOKafkaConsumer | None = None
         self._starting = asyncio.Lock()
@@ -139,6 +147,7 @@ class RelayProducer:
                         acks="all",
                         enable_idempotence=False,  # see make_broker
                         linger_ms=1,
+                        request_timeout_ms=self._request_timeout_ms,
                     )
                 )
             return self._producer
@@ -167,7 +176,7 @@ class RelayProducer:
                         bootstrap_servers=self._bootstrap,
                         client_id=self._client_id + "-offsets",
                         enable_auto_commit=False,
-                        request_timeout_ms=5_000,
+                        request_timeout_ms=self._request_timeout_ms,
                     )
                 )
         ends = await self._offsets.end_offsets([TopicPartition(t, p) for t, p in partitions])

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaMessage
 
 from shared.kafka import RelayProducer, make_broker
@@ -124,3 +125,22 @@ async def test_relay_waits_out_a_broker_outage_and_catches_up(infra, pool, tmp_p
         await task
         await out.stop()
         own.stop()
+
+
+async def test_relay_producer_stops_within_the_grace_period_while_the_broker_is_away(tmp_path):
+    """Records in flight when the broker went away fail after the producer's request
+    timeout (their rows stay in the outbox) instead of holding stop() for aiokafka's 40 s,
+    which outlived a container's 30 s stop grace period."""
+    own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
+    own.start()
+    out = RelayProducer(own.bootstrap, "test")
+    try:
+        acked = [await out.publish(SLA.name, b"k", b"{}", None) for _ in range(5)]
+        await asyncio.gather(*acked)
+    finally:
+        own.stop()
+    in_flight = [await out.publish(SLA.name, b"k", b"{}", None) for _ in range(5)]
+    async with asyncio.timeout(20):  # was about 37 s
+        await out.stop()
+    with pytest.raises(KafkaError):  # not acknowledged: the relay keeps the rows
+        await asyncio.gather(*in_flight)
