@@ -15,7 +15,13 @@ from faststream.kafka import KafkaMessage
 from pydantic import ValidationError
 
 from services.router.admin import admin_router
-from services.router.domain import Decision, DecisionInput, decide, default_classifier
+from services.router.domain import (
+    DEFAULT_RULES_FILE,
+    Decision,
+    DecisionInput,
+    decide,
+    use_rules,
+)
 from services.router.roster import seed_if_empty
 from services.router.settings import RouterSettings
 from services.router.store import (
@@ -63,7 +69,7 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
     settings = settings or RouterSettings()
     # Load and validate the rules (and the cutter's dictionary) now, at start-up:
     # a bad rules file stops the router here, and no message waits for the loading.
-    default_classifier()
+    use_rules(settings.rules_file or DEFAULT_RULES_FILE)
     runtime = Runtime(PRODUCER, settings, relay=True)
     broker = runtime.broker
     limits = settings.first_response_limits()

@@ -18,7 +18,6 @@ steps below is fixed here.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -95,14 +94,13 @@ def use_rules(path: str | Path) -> Classifier:
 
 
 def default_classifier() -> Classifier:
-    """The default classifier, loaded on first use from ROUTER_RULES_FILE or rules.yaml."""
+    """The default classifier: the rules given to ``use_rules`` (the router's settings do
+    that at start-up), else the bundled rules.yaml, loaded on first use."""
     global _default
     if _default is None:
         with _lock:
             if _default is None:
-                _default = load_classifier(
-                    os.environ.get("ROUTER_RULES_FILE") or DEFAULT_RULES_FILE
-                )
+                _default = load_classifier(DEFAULT_RULES_FILE)
     return _default
 
 

@@ -22,6 +22,11 @@ class RouterSettings(ServiceSettings):
         description="Messages handled in one transaction and one offset commit; 1 = one by one.",
     )
     batch_timeout_ms: int = Field(100, ge=1, description="Longest wait to fill a batch.")
+    rules_file: str | None = Field(
+        None,
+        description="The team's rules file (YAML; validated at start, a bad file refuses the"
+        " start with its line and reason); the bundled services/router/rules.yaml when unset.",
+    )
     roster_seed_file: str | None = Field(
         None, description="YAML roster loaded at start when the roster is empty (local stack)."
     )

@@ -13,6 +13,7 @@ from services.router import domain
 from services.router.classify import Classifier, load_rules
 from services.router.domain import DEFAULT_RULES_FILE, Decision, DecisionInput, decide
 from services.router.eval.report import DEV_FILES, HOLDOUT_FILES, evaluate, load_rows
+from services.router.settings import RouterSettings
 from shared.events import Category, Priority, Tier
 
 
@@ -236,13 +237,15 @@ def test_an_urgent_threat_is_never_below_second_line(
 # --------------------------------------------------------------------------- loading
 
 
-def test_rules_file_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rules_file_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     custom = tmp_path / "rules.yaml"
     text = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
     custom.write_text(text.replace("  vip_level_raises: 3", "  vip_level_raises: 8"), "utf-8")
     monkeypatch.setenv("ROUTER_RULES_FILE", str(custom))
     monkeypatch.setattr(domain, "_default", None)
     try:
+        assert RouterSettings().rules_file == str(custom)
+        domain.use_rules(RouterSettings().rules_file or DEFAULT_RULES_FILE)
         assert decide(DecisionInput("有货吗", vip_level=5)).priority is Priority.normal
         clf = domain.use_rules(DEFAULT_RULES_FILE)
         assert isinstance(clf, Classifier)

@@ -33,7 +33,15 @@ from decimal import Decimal
 from pathlib import Path
 
 from services.router.classify import Classifier
-from services.router.domain import Decision, DecisionInput, decide, default_classifier
+from services.router.domain import (
+    DEFAULT_RULES_FILE,
+    Decision,
+    DecisionInput,
+    decide,
+    default_classifier,
+    use_rules,
+)
+from services.router.settings import RouterSettings
 from shared.events import Category, Priority, Tier
 
 HERE = Path(__file__).parent
@@ -264,7 +272,8 @@ def render(rep: Report, show_errors: bool = True) -> str:
 
 
 def main(argv: Sequence[str] = ()) -> int:
-    clf = default_classifier()
+    # The router's rules file (ROUTER_RULES_FILE), so a team lead can evaluate a changed copy.
+    clf = use_rules(RouterSettings().rules_file or DEFAULT_RULES_FILE)
     rep = evaluate(classifier=clf)
     print(render(rep, show_errors="--quiet" not in argv))
     print("\nby set (see docs/routing-rules.md for how each was used):")
