@@ -224,3 +224,21 @@ def test_more_new_wordings_reach_second_line(text: str) -> None:
 def test_look_alikes_stay_below_second_line(text: str) -> None:
     dec = d(text)
     assert dec.tier is not Tier.L2 and dec.priority is not Priority.urgent, dec.reasons
+
+
+# --------------------------------------------------------------------------- recall-first
+# Threats and safety reports told in forms no word list holds (docs/routing-rules.md,
+# "Recall-first threat and safety detection").
+
+
+@pytest.mark.parametrize(
+    "text", ["再不退就打幺二三幺五", "一二三一五 听说过没", "12 3 15 见", "1 2 3 1 5"]
+)
+def test_a_hotline_number_written_another_way_is_the_number(small: Classifier, text: str) -> None:
+    assert signals(small, text) == ["regulator"]
+
+
+def test_only_short_spaced_groups_are_joined(small: Classifier) -> None:
+    # a phone number written in groups is not one hotline number; two words stay two
+    assert small.tokenizer.prepare("电话 138 1234 5678")[0] == "电话 138 1234 5678"
+    assert small.tokenizer.prepare("三番五次")[0] == "三番五次"

@@ -29,6 +29,20 @@ _FOUR_LATIN = re.compile(r"[a-z](?:[^a-z]*[a-z]){3}")
 # Tokens of pure-ASCII text: words (with digits) or single non-space symbols.
 _ASCII_TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 _CACHE_MAX = 50_000
+# Numbers written other ways (docs/routing-rules.md, "numbers"): a run of three or more
+# Chinese digits as a phone number is read aloud (幺二三幺五, 一二三一五, 幺幺零) and short
+# digit groups spaced out (12 3 15, 1 1 0) are read as the number they spell, so that the
+# rules' 12315 or 110 is found however it was typed.
+_CN_DIGIT = str.maketrans("零〇幺一二三四五六七八九", "001123456789")
+_NUMBER_FORMS = re.compile(r"[零〇幺一二三四五六七八九]{3,}|(?<!\d)\d{1,3}(?: \d{1,3})+(?!\d)")
+
+
+def _number(m: re.Match[str]) -> str:
+    s = m.group(0)
+    if s[0].isdigit():
+        joined = s.replace(" ", "")
+        return joined if len(joined) <= 5 else s  # not a phone number cut in groups
+    return s.translate(_CN_DIGIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +122,10 @@ class Tokenizer:
         return out
 
     def prepare(self, text: str) -> tuple[str, bool]:
-        """Normalised text without order numbers, and whether it quoted one."""
-        stripped, n_orders = _ORDER_NO.subn(" ", self.normalise(text))
+        """Normalised text (numbers read as digits) without order numbers, and whether it
+        quoted one."""
+        norm = _NUMBER_FORMS.sub(_number, self.normalise(text))
+        stripped, n_orders = _ORDER_NO.subn(" ", norm)
         return stripped.strip(), n_orders > 0
 
     def tokens(self, text: str) -> Tokens:
