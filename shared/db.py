@@ -19,8 +19,11 @@ from typing import Any
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 ROOT = Path(__file__).resolve().parent.parent
+Conn = asyncpg.Connection | PoolConnectionProxy
+"""A connection, direct or from a pool."""
 COMPONENTS: tuple[tuple[str, Path], ...] = (
     ("shared", ROOT / "shared" / "migrations"),
     ("intake", ROOT / "services" / "intake" / "migrations"),

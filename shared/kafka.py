@@ -4,7 +4,8 @@ Commit policy: every subscriber uses ``AckPolicy.NACK_ON_ERROR`` with auto-commi
 The offset is committed after the handler returns (its effects are durable in
 PostgreSQL by then); a transient failure (database down) raises, the message is not
 committed and is redelivered; a poison message (undecodable, invalid schema) is sent to
-``cs.deadletter.v1`` with the reason and then committed, so it never blocks a partition.
+``cs.deadletter.v1`` with the reason (through the service's outbox, ``shared.deadletter``)
+and then committed, so it never blocks a partition.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
 from shared import metrics
+from shared.deadletter import DeadLetters
+from shared.deadletter import event as event_of
 from shared.events import DeadLetterEvent, Envelope, dump
 from shared.logging import correlation, get_logger
-from shared.topics import ALL_TOPICS, DEADLETTER, TopicSpec
+from shared.topics import ALL_TOPICS, TopicSpec
 
 log = get_logger(__name__)
 
@@ -206,34 +209,8 @@ async def publish_event(
     )
 
 
-async def deadletter(
-    broker: KafkaBroker,
-    service: str,
-    msg: KafkaMessage,
-    reason: str,
-    error: str,
-    correlation_id: str | None = None,
-) -> None:
-    raw = msg.raw_message
-    key = raw.key if not isinstance(raw, tuple) else None
-    key_text = key.decode(errors="replace") if isinstance(key, bytes) else None
-    event = DeadLetterEvent(
-        correlation_id=correlation_id or msg.correlation_id or "unknown",
-        producer=service,
-        original_topic=getattr(raw, "topic", "?"),
-        original_key=key_text,
-        service=service,
-        reason=reason,
-        error=error[:4000],
-        payload=msg.body.decode("utf-8", errors="replace")[:1_000_000],
-    )
-    await publish_event(broker, DEADLETTER, key_text, event)
-    metrics.DEADLETTERED.labels(service, reason).inc()
-
-
 async def consume(
-    broker: KafkaBroker,
-    service: str,
+    dead: DeadLetters,
     topic: TopicSpec,
     msg: KafkaMessage,
     model: type[E],
@@ -244,11 +221,23 @@ async def consume(
     ``handler`` returns an outcome label (``ok``, ``duplicate``, ``ignored``) for metrics.
     """
     started = time.perf_counter()
+    service = dead.service
+    raw = msg.raw_message
+    key = raw.key if not isinstance(raw, tuple) else None
+    original = getattr(raw, "topic", topic.name)
+
+    def dead_letter(reason: str, error: str, correlation_id: str | None) -> DeadLetterEvent:
+        return event_of(service, original, key, msg.body, reason, error, correlation_id)
+
     try:
         event = model.model_validate_json(msg.body)
     except ValidationError as exc:
         log.warning("invalid event dead-lettered", topic=topic.name, errors=exc.error_count())
-        await deadletter(broker, service, msg, "invalid_schema", str(exc))
+        await dead.record(
+            event_of(
+                service, original, key, msg.body, "invalid_schema", str(exc), msg.correlation_id
+            )
+        )
         metrics.CONSUMED.labels(service, topic.name, "deadletter").inc()
         return
     with correlation(event.correlation_id):
@@ -256,7 +245,11 @@ async def consume(
             outcome = await handler(event)
         except PermanentError as exc:
             log.warning("event dead-lettered", reason=exc.reason, error=str(exc))
-            await deadletter(broker, service, msg, exc.reason, str(exc), event.correlation_id)
+            await dead.record(
+                event_of(
+                    service, original, key, msg.body, exc.reason, str(exc), event.correlation_id
+                )
+            )
             outcome = "deadletter"
         except Exception:
             metrics.CONSUMED.labels(service, topic.name, "error").inc()

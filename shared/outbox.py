@@ -38,6 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 import asyncpg
 
 from shared import metrics
+from shared.db import Conn
 from shared.events import Envelope, dump
 from shared.logging import get_logger
 from shared.topics import TopicSpec
@@ -69,7 +70,7 @@ class OutboxRow:
     event: Envelope
 
 
-async def enqueue(conn: asyncpg.Connection, producer: str, rows: Sequence[OutboxRow]) -> None:
+async def enqueue(conn: Conn, producer: str, rows: Sequence[OutboxRow]) -> None:
     """Insert events into the outbox inside the caller's transaction."""
     if not rows:
         return

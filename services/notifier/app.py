@@ -28,6 +28,7 @@ from services.notifier.routes import GENERIC, RoutesConfig, load_routes
 from services.notifier.settings import NotifierSettings
 from services.notifier.worker import ChannelWorker, Context, Escalator, stats_loop
 from shared import metrics
+from shared.deadletter import DeadLetters
 from shared.events import EscalationEvent, MessageEvent, MessageKind
 from shared.kafka import consume, subscriber_options
 from shared.logging import get_logger
@@ -58,7 +59,9 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
     settings = settings or NotifierSettings()
     # A bad routes file stops the service here, with the reason (RoutesError).
     routes = load_routes(settings.routes_file) if settings.routes_file else None
-    runtime = Runtime(PRODUCER, settings)
+    # The relay publishes the dead letters (failed deliveries, poison records).
+    runtime = Runtime(PRODUCER, settings, relay=True)
+    dead = DeadLetters(runtime)
     broker = runtime.broker
     channels = channels_from(settings, routes)
     if not channels:
@@ -72,7 +75,7 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
     escalator: list[Escalator] = []
 
     async def start_workers() -> None:
-        ctx = Context(runtime.pool, client, settings, routes, broker, settings.lease_owner())
+        ctx = Context(runtime.pool, client, settings, routes, settings.lease_owner())
         for name, ch in channels.items():
             workers[name] = ChannelWorker(ctx, ch)
         failed = await store.fail_unknown_channels(runtime.pool, list(channels))
@@ -117,7 +120,7 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     async def on_escalation(message: KafkaMessage) -> None:
-        await consume(broker, PRODUCER, ESCALATIONS, message, EscalationEvent, handle)
+        await consume(dead, ESCALATIONS, message, EscalationEvent, handle)
 
     async def on_activity(ev: MessageEvent) -> str:
         if ev.kind is not MessageKind.ticket_resolved:
@@ -131,7 +134,7 @@ def build(settings: NotifierSettings | None = None) -> FastAPI:
         MESSAGES.name, **subscriber_options(settings.resolution_group_id, runtime.tracker())
     )
     async def on_message(message: KafkaMessage) -> None:
-        await consume(broker, PRODUCER, MESSAGES, message, MessageEvent, on_activity)
+        await consume(dead, MESSAGES, message, MessageEvent, on_activity)
 
     app = create_app(runtime, title="ticketflow notifier", description="Escalation delivery.")
 

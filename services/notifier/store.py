@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import Conn
 from shared.events import EscalationEvent
 
 
@@ -237,10 +238,8 @@ async def to_deadletter(pool: asyncpg.Pool, limit: int = 100) -> list[asyncpg.Re
     )
 
 
-async def mark_deadlettered(
-    pool: asyncpg.Pool, escalation_id: str, level: int, channel: str
-) -> None:
-    await pool.execute(
+async def mark_deadlettered(conn: Conn, escalation_id: str, level: int, channel: str) -> None:
+    await conn.execute(
         "UPDATE notifier_deliveries SET deadlettered_at = now()"
         " WHERE escalation_id = $1 AND level = $2 AND channel = $3",
         escalation_id,

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import asyncpg
 import httpx
 import orjson
-from faststream.kafka import KafkaBroker
 
 from services.notifier import store
 from services.notifier.channels.base import Channel
@@ -23,11 +22,9 @@ from services.notifier.domain import SlidingWindow, ack_url
 from services.notifier.messages import Locale, Notice, render_digest, render_escalation, summarise
 from services.notifier.routes import RoutesConfig
 from services.notifier.settings import NotifierSettings
-from shared import metrics
-from shared.events import DeadLetterEvent
-from shared.kafka import publish_event
+from shared import deadletter, metrics
 from shared.logging import get_logger
-from shared.topics import DEADLETTER, ESCALATIONS
+from shared.topics import ESCALATIONS
 
 log = get_logger(__name__)
 SERVICE = "notifier"
@@ -46,7 +43,6 @@ class Context:
     client: httpx.AsyncClient
     settings: NotifierSettings
     routes: RoutesConfig | None
-    broker: KafkaBroker
     owner: str  # this instance, as named on the leases it takes
     # Lease rounds whose rows this process is sending right now; every other lease of
     # ``owner`` is stale (a previous process's, or one whose answer a fault swallowed).
@@ -285,7 +281,7 @@ class Escalator:
                 await self.deadletter()
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("escalator: database unavailable", error=repr(exc))
-            except Exception:  # broker down for the dead-letter publish, or a bug: go on
+            except Exception:  # a bug: log it and go on with the next round
                 log.exception("escalator round failed")
             await _wait(self.wake, self.ctx.settings.escalate_interval_seconds)
 
@@ -320,24 +316,24 @@ class Escalator:
         return moved
 
     async def deadletter(self) -> int:
+        """Failed deliveries to cs.deadletter.v1: the dead letter enters the outbox in the
+        transaction that marks the delivery dead-lettered (one dead letter per failure, also
+        across a crash)."""
         n = 0
         for r in await store.to_deadletter(self.ctx.pool):
             payload = orjson.dumps(r["payload"]).decode() if r["payload"] is not None else ""
-            event = DeadLetterEvent(
-                correlation_id=(r["payload"] or {}).get("correlation_id") or r["escalation_id"],
-                producer=SERVICE,
-                original_topic=ESCALATIONS.name,
-                original_key=r["ticket_id"] or None,
-                service=SERVICE,
-                reason="delivery_failed" if r["kind"] == "single" else "digest_delivery_failed",
-                error=f"channel {r['channel']} level {r['level']}: {r['last_error'] or '?'}"[:4000],
-                payload=payload,
+            dead = deadletter.event(
+                SERVICE,
+                ESCALATIONS.name,
+                r["ticket_id"] or None,
+                payload,
+                "delivery_failed" if r["kind"] == "single" else "digest_delivery_failed",
+                f"channel {r['channel']} level {r['level']}: {r['last_error'] or '?'}",
+                (r["payload"] or {}).get("correlation_id") or r["escalation_id"],
             )
-            await publish_event(self.ctx.broker, DEADLETTER, r["ticket_id"] or None, event)
-            metrics.DEADLETTERED.labels(SERVICE, event.reason).inc()
-            await store.mark_deadlettered(
-                self.ctx.pool, r["escalation_id"], r["level"], r["channel"]
-            )
+            async with self.ctx.pool.acquire() as conn, conn.transaction():
+                await deadletter.enqueue(conn, dead)
+                await store.mark_deadlettered(conn, r["escalation_id"], r["level"], r["channel"])
             n += 1
         return n
 

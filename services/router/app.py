@@ -26,7 +26,6 @@ from services.router.roster import seed_if_empty
 from services.router.settings import RouterSettings
 from services.router.store import (
     PRODUCER,
-    Conn,
     Outcome,
     escalate,
     fill_all,
@@ -34,19 +33,20 @@ from services.router.store import (
     record_decisions_in,
     set_status_in,
 )
-from shared import metrics
+from shared import deadletter, metrics
+from shared.db import Conn
+from shared.deadletter import DeadLetters
 from shared.events import (
     AuthorRole,
-    DeadLetterEvent,
     EscalationEvent,
     MessageEvent,
     MessageKind,
     Tier,
 )
-from shared.kafka import PermanentError, consume, publish_event, raw_records, subscriber_options
+from shared.kafka import PermanentError, consume, raw_records, subscriber_options
 from shared.logging import correlation, get_logger
 from shared.service import Runtime, create_app
-from shared.topics import DEADLETTER, ESCALATIONS, MESSAGES
+from shared.topics import ESCALATIONS, MESSAGES
 
 log = get_logger(__name__)
 
@@ -71,6 +71,7 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
     # a bad rules file stops the router here, and no message waits for the loading.
     use_rules(settings.rules_file or DEFAULT_RULES_FILE)
     runtime = Runtime(PRODUCER, settings, relay=True)
+    dead = DeadLetters(runtime)
     broker = runtime.broker
     limits = settings.first_response_limits()
     std_log = logging.getLogger(__name__)
@@ -192,24 +193,7 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         )
 
     async def deadletter_record(rec: Any, error: str, reason: str) -> None:
-        key = rec.key.decode(errors="replace") if isinstance(rec.key, bytes) else None
-        value = rec.value or b""
-        await publish_event(
-            broker,
-            DEADLETTER,
-            key,
-            DeadLetterEvent(
-                correlation_id="unknown",
-                producer=PRODUCER,
-                original_topic=rec.topic,
-                original_key=key,
-                service=PRODUCER,
-                reason=reason,
-                error=error[:4000],
-                payload=value.decode("utf-8", errors="replace")[:1_000_000],
-            ),
-        )
-        metrics.DEADLETTERED.labels(PRODUCER, reason).inc()
+        await dead.record(deadletter.event(PRODUCER, rec.topic, rec.key, rec.value, reason, error))
         metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, "deadletter").inc()
 
     async def handle_escalation(ev: EscalationEvent) -> str:
@@ -241,14 +225,14 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
             MESSAGES.name, **subscriber_options(settings.group_id, runtime.tracker())
         )
         async def on_message(message: KafkaMessage) -> None:
-            await consume(broker, PRODUCER, MESSAGES, message, MessageEvent, handle)
+            await consume(dead, MESSAGES, message, MessageEvent, handle)
 
     @broker.subscriber(  # type: ignore[untyped-decorator]
         ESCALATIONS.name,
         **subscriber_options(settings.escalations_group_id, runtime.tracker()),
     )
     async def on_escalation(message: KafkaMessage) -> None:
-        await consume(broker, PRODUCER, ESCALATIONS, message, EscalationEvent, handle_escalation)
+        await consume(dead, ESCALATIONS, message, EscalationEvent, handle_escalation)
 
     async def seed() -> None:
         if settings.roster_seed_file:

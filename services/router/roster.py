@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from services.router.assignment import Presence
-from services.router.store import Conn
+from shared.db import Conn
 from shared.events import Tier
 
 Skill = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[a-z0-9_]+$")]

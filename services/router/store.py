@@ -10,7 +10,6 @@ from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
-from asyncpg.pool import PoolConnectionProxy
 
 from services.router.assignment import (
     AgentView,
@@ -21,6 +20,7 @@ from services.router.assignment import (
     required_skills,
 )
 from services.router.domain import Decision
+from shared.db import Conn
 from shared.events import (
     PRIORITY_RANK,
     SCHEMA_VERSION,
@@ -41,8 +41,6 @@ from shared.outbox import OutboxRow, enqueue
 from shared.topics import ESCALATIONS, ROUTED
 
 PRODUCER = "router"
-Conn = asyncpg.Connection | PoolConnectionProxy
-"""A connection, direct or from a pool."""
 _TIER_RANK = {Tier.bot: 0, Tier.L1: 1, Tier.L2: 2}
 _PRIORITY_RANKS = {p: priority_rank(p) for p in Priority}
 
@@ -174,7 +172,7 @@ async def _publish_routed(conn: Conn, ticket_id: str, ev: RoutedEvent | None) ->
         ticket_id,
         ev.model_dump(mode="json"),
     )
-    await enqueue(conn, PRODUCER, [OutboxRow(ROUTED, ticket_id, ev)])  # type: ignore[arg-type]
+    await enqueue(conn, PRODUCER, [OutboxRow(ROUTED, ticket_id, ev)])
 
 
 async def fill_agent(conn: Conn, agent_id: str, out: Outcome) -> None:

@@ -18,20 +18,20 @@ from services.sla_watch.policy import Policies, load_policies
 from services.sla_watch.settings import SlaWatchSettings
 from services.sla_watch.store import EPOCH, PRODUCER, Emitted, Kind
 from services.sla_watch.timers import Scheduler
-from shared import metrics
+from shared import deadletter, metrics
+from shared.deadletter import DeadLetters
 from shared.events import (
     ClockName,
-    DeadLetterEvent,
     EscalationEvent,
     MessageEvent,
     RoutedEvent,
     SlaKind,
     utcnow,
 )
-from shared.kafka import PermanentError, publish_event, raw_records, subscriber_options
+from shared.kafka import PermanentError, raw_records, subscriber_options
 from shared.logging import correlation, get_logger
 from shared.service import Runtime, create_app
-from shared.topics import DEADLETTER, ESCALATIONS, MESSAGES, ROUTED, TopicSpec
+from shared.topics import ESCALATIONS, MESSAGES, ROUTED, TopicSpec
 
 log = get_logger(__name__)
 
@@ -101,6 +101,7 @@ def build(settings: SlaWatchSettings | None = None) -> FastAPI:
     settings = settings or SlaWatchSettings()
     policies = policies_for(settings)  # refuses a bad policy file before anything starts
     runtime = Runtime(PRODUCER, settings, relay=True)
+    dead = DeadLetters(runtime)
     broker = runtime.broker
 
     async def fire(kind: Kind, ids: Sequence[int]) -> None:
@@ -223,24 +224,7 @@ def build(settings: SlaWatchSettings | None = None) -> FastAPI:
             metrics.CONSUMED.labels(PRODUCER, topic.name, outcome).inc(n)
 
     async def deadletter_record(topic: TopicSpec, rec: Any, error: str, reason: str) -> None:
-        key = rec.key.decode(errors="replace") if isinstance(rec.key, bytes) else None
-        value = rec.value or b""
-        await publish_event(
-            broker,
-            DEADLETTER,
-            key,
-            DeadLetterEvent(
-                correlation_id="unknown",
-                producer=PRODUCER,
-                original_topic=rec.topic,
-                original_key=key,
-                service=PRODUCER,
-                reason=reason,
-                error=error[:4000],
-                payload=value.decode("utf-8", errors="replace")[:1_000_000],
-            ),
-        )
-        metrics.DEADLETTERED.labels(PRODUCER, reason).inc()
+        await dead.record(deadletter.event(PRODUCER, rec.topic, rec.key, rec.value, reason, error))
         metrics.CONSUMED.labels(PRODUCER, topic.name, "deadletter").inc()
 
     def batch_options(group: str) -> dict[str, Any]:

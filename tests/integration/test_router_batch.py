@@ -173,3 +173,9 @@ async def test_poison_message_is_deadlettered_and_the_rest_of_the_batch_routed(
             timeout=30,
         )
     assert found[0]["reason"] == "unprocessable"
+    # It went through the outbox (kept there, re-published if the broker loses it).
+    kept = await pool.fetch(
+        "SELECT payload FROM outbox_sent WHERE producer = 'router' AND topic = $1",
+        DEADLETTER.name,
+    )
+    assert any(bad.rstrip("\x00").encode() in r["payload"] for r in kept)
