@@ -110,11 +110,15 @@ class LossDetector:
             self.acked[tp] = offset
         return lost
 
-    def remember(self, acked: Iterable[tuple[str, int, int]]) -> None:
-        """Highest offsets acknowledged to an earlier leader: checked against later acks
-        only (no log-end bound: their batches are unknown)."""
-        for topic, partition, offset in acked:
-            self.acked[(topic, partition)] = offset
+    def remember(self, acked: Iterable[tuple[str, int, int, int]]) -> None:
+        """What earlier leaders were acknowledged, per partition: (topic, partition, highest
+        offset, lowest offset of their last batch to it). The highest is checked against
+        later acks; the lowest is the log-end bound (the last produce batch the broker took
+        starts at or after it), so a new leader with nothing to publish still sees a log
+        that lost what its predecessors wrote (the broker restarted while no relay led)."""
+        for topic, partition, highest, last_batch_first in acked:
+            self.acked[(topic, partition)] = highest
+            self.floor[(topic, partition)] = last_batch_first
 
     def check(self, end_offsets: Mapping[Partition, int]) -> set[Partition]:
         """The partitions whose log ends at or below an offset acknowledged to us."""
@@ -143,8 +147,8 @@ WITH moved AS (
     RETURNING id, topic, key, payload, correlation_id
 )
 INSERT INTO outbox_sent (producer, id, topic, key, payload, correlation_id,
-                         kafka_partition, kafka_offset)
-SELECT $1, m.id, m.topic, m.key, m.payload, m.correlation_id, a.p, a.o
+                         kafka_partition, kafka_offset, sent_at)
+SELECT $1, m.id, m.topic, m.key, m.payload, m.correlation_id, a.p, a.o, now()
 FROM moved m JOIN unnest($2::bigint[], $3::int[], $4::bigint[]) AS a(id, p, o) USING (id)
 ON CONFLICT (producer, id) DO UPDATE
     SET kafka_partition = EXCLUDED.kafka_partition, kafka_offset = EXCLUDED.kafka_offset,
@@ -159,8 +163,24 @@ WHERE s.producer = $1 AND s.id > $4
 ORDER BY s.id LIMIT $5
 """
 
+# Per partition: the highest offset kept, and the lowest of the last send there. Every send
+# (a batch, or a chunk of a re-publish) is recorded by one statement (_MOVE, _REACKED), so
+# its rows share one sent_at (now(), not the column's per-row default), and no produce
+# batch holds records of two sends (the relay waits for every ack before the next): the
+# last produce batch starts at or after the lowest offset of the last send.
+_ACKED = """
+WITH last AS (
+    SELECT topic, kafka_partition, max(sent_at) AS t, max(kafka_offset) AS highest
+    FROM outbox_sent WHERE producer = $1 GROUP BY topic, kafka_partition
+)
+SELECT l.topic, l.kafka_partition, l.highest, min(s.kafka_offset) AS last_batch_first
+FROM last l JOIN outbox_sent s ON s.producer = $1 AND s.topic = l.topic
+    AND s.kafka_partition = l.kafka_partition AND s.sent_at = l.t
+GROUP BY l.topic, l.kafka_partition, l.highest
+"""
+
 _REACKED = """
-UPDATE outbox_sent s SET kafka_partition = a.p, kafka_offset = a.o
+UPDATE outbox_sent s SET kafka_partition = a.p, kafka_offset = a.o, sent_at = now()
 FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS a(id, p, o)
 WHERE s.producer = $1 AND s.id = a.id
 """
@@ -197,7 +217,7 @@ class OutboxRelay:
         self._purge_interval = purge_interval
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
-        self._lock_key = zlib.crc32(f"outbox:{producer}".encode()) & 0x7FFFFFFF
+        self._lock_key = lock_key(producer)
         self._detector = LossDetector()
         self._lost: set[Partition] = set()
         self._last_check = 0.0
@@ -285,12 +305,10 @@ class OutboxRelay:
                 self._producer,
             )
         )
-        rows = await conn.fetch(
-            "SELECT topic, kafka_partition, max(kafka_offset) AS o FROM outbox_sent"
-            " WHERE producer = $1 GROUP BY topic, kafka_partition",
-            self._producer,
+        rows = await conn.fetch(_ACKED, self._producer)
+        self._detector.remember(
+            (r["topic"], r["kafka_partition"], r["highest"], r["last_batch_first"]) for r in rows
         )
-        self._detector.remember((r["topic"], r["kafka_partition"], r["o"]) for r in rows)
 
     async def _send(self, rows: Sequence[asyncpg.Record]) -> list[tuple[str, int, int]] | None:
         """Publish rows in order and wait for every ack; None if the broker did not take
@@ -487,6 +505,26 @@ class OutboxRelay:
         assert row is not None
         metrics.OUTBOX_BACKLOG.labels(self._producer).set(row["n"])
         metrics.OUTBOX_OLDEST_AGE.labels(self._producer).set(float(row["age"] or 0.0))
+
+
+def lock_key(producer: str) -> int:
+    """The advisory lock the relays of one producer take: only its holder publishes."""
+    return zlib.crc32(f"outbox:{producer}".encode()) & 0x7FFFFFFF
+
+
+async def leads(pool: asyncpg.Pool, producer: str) -> bool:
+    """Whether a relay of ``producer`` holds its lock, in any process (a process that
+    runs its relay elsewhere reports this as ``outbox_relay_leader``)."""
+    # A bigint advisory key shows in pg_locks as classid (high half), objid (low half)
+    # and objsubid 1.
+    return bool(
+        await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid = 0 AND objid = $1::bigint::oid AND objsubid = 1)",
+            lock_key(producer),
+        )
+    )
 
 
 async def backlog(pool: asyncpg.Pool, producer: str) -> int:

@@ -125,7 +125,7 @@ async def test_broker_restart_while_records_flow_loses_nothing(own_dsn, own_pool
         # ... the other half is accepted while it is down, and it comes back empty.
         await write(total // 2, total)
         await asyncio.to_thread(own.start)
-        await asyncio.wait_for(all_applied.wait(), 45)
+        await asyncio.wait_for(all_applied.wait(), 90)  # liveness bound; loaded CI is slow
 
         expected = {f"{ticket}-{i}" for i in range(total)}
         on_topic = await _ids_on_topic(own.bootstrap, ticket, expected)
@@ -296,4 +296,47 @@ async def test_webhooks_accepted_around_a_broker_restart_are_routed_once(
         )
         assert tickets == len(set(accepted.values())) == len(accepted)
     finally:
+        own.stop()
+
+
+async def test_a_new_leader_with_nothing_to_publish_sees_the_loss(own_dsn, own_pool, tmp_path):
+    """The broker and the service restart together (a machine reboot): the new relay leader
+    has nothing new to publish, yet finds from the kept rows that the broker lost them and
+    re-publishes them."""
+    own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
+    own.start()
+    producer, ticket = uid("producer"), uid("tkt")
+    out = RelayProducer(own.bootstrap, "test")
+
+    def relay() -> OutboxRelay:
+        return OutboxRelay(
+            own_dsn, producer, out.publish, publish_timeout=3.0, loss_check_interval=0.2
+        )
+
+    first = relay()
+    task = asyncio.create_task(first.run())
+    try:
+        for batch in (range(0, 20), range(20, 40)):  # two sends: two sent_at groups
+            async with own_pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, producer, [_event(ticket, i) for i in batch])
+            await _published(own_pool, producer)
+        first.stop()
+        await task
+        await asyncio.to_thread(own.stop)
+        await asyncio.to_thread(own.start)  # memory storage: back empty
+        second = relay()
+        task = asyncio.create_task(second.run())
+        expected = {f"{ticket}-{i}" for i in range(40)}
+        on_topic = await _ids_on_topic(own.bootstrap, ticket, expected)
+        assert on_topic == expected, sorted(expected - on_topic)
+        found = "SELECT count(*) FROM outbox_broker_losses WHERE detected_by = $1"
+        assert await own_pool.fetchval(found, producer) >= 1
+        second.stop()
+        await task
+    finally:
+        first.stop()
+        with contextlib.suppress(Exception):
+            task.cancel()
+            await task
+        await out.stop()
         own.stop()

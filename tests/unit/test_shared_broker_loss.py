@@ -85,8 +85,9 @@ def test_log_end_is_checked_against_the_first_offset_of_the_latest_batch() -> No
     assert d.check({(T, 0): 5}) == {(T, 0)}
 
 
-def test_an_earlier_leaders_offsets_guard_later_acks_only() -> None:
+def test_an_earlier_leaders_offsets_guard_later_acks_and_the_log_end() -> None:
     d = LossDetector()
-    d.remember([(T, 0, 30)])
-    assert d.check({(T, 0): 0}) == set()  # no batch of ours known: no log-end bound
+    d.remember([(T, 0, 30, 25)])  # highest 30; its last batch started at 25
+    assert d.check({(T, 0): 26}) == set()  # a log end trailing the last record is fine
+    assert d.check({(T, 0): 0}) == {(T, 0)}  # the broker restarted while no relay led
     assert d.observe([(T, 0, 2)]) == {(T, 0)}
