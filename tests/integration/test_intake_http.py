@@ -237,14 +237,17 @@ async def post_until(c: httpx.AsyncClient, status: int, timeout: float = 15) -> 
             return r
 
 
-async def test_429_when_outbox_backlog_passes_its_bound(service_env, monkeypatch):
+async def test_429_when_outbox_backlog_passes_its_bound(service_env, own_dsn, monkeypatch):
     """Intake's own broker stops after start-up, so the relay cannot publish and accepted
-    events pile up in the outbox; past the bound intake sheds load with 429 + Retry-After."""
+    events pile up in the outbox; past the bound intake sheds load with 429 + Retry-After.
+    On a database of its own: a relay on a broker of its own finds the kept rows of earlier
+    tests missing there and records a loss, which the other tests' relays would act on."""
     from services.intake.app import build
 
     broker = Broker(port=free_port())
     broker.start()
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
+    monkeypatch.setenv("DATABASE_URL", own_dsn)
     settings = IntakeSettings(
         max_outbox_backlog=3, load_probe_interval_seconds=0.05, max_loop_lag_seconds=60
     )

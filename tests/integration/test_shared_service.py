@@ -12,10 +12,13 @@ pytestmark = pytest.mark.integration
 
 
 async def test_intake_starts_ready_and_accepting_while_the_broker_is_down(
-    service_env, monkeypatch, tmp_path
+    service_env, own_dsn, monkeypatch, tmp_path
 ):
     broker = Broker(port=free_port(), log_file=tmp_path / "broker.log")  # not started yet
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
+    # A database of its own: the broker of its own lacks what earlier tests' intake relays
+    # kept, and the loss this relay would record there is not the session broker's.
+    monkeypatch.setenv("DATABASE_URL", own_dsn)
     from services.intake.app import build
 
     async with serving(build()) as url, httpx.AsyncClient() as client:
