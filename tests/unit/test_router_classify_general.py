@@ -242,3 +242,65 @@ def test_only_short_spaced_groups_are_joined(small: Classifier) -> None:
     # a phone number written in groups is not one hotline number; two words stay two
     assert small.tokenizer.prepare("电话 138 1234 5678")[0] == "电话 138 1234 5678"
     assert small.tokenizer.prepare("三番五次")[0] == "三番五次"
+
+
+def test_pinyin_typed_syllable_by_syllable_reads_as_the_word(small: Classifier) -> None:
+    assert cat(small, "我要 tui huo 了") is Category.return_refund
+    assert cat(small, "我要 tui 了") is Category.other  # one syllable is not the word
+
+
+def _urgent_l2(text: str) -> bool:
+    dec = d(text)
+    return (dec.priority, dec.tier) == (Priority.urgent, Tier.L2)
+
+
+@pytest.mark.parametrize(
+    ("text", "signal"),
+    [
+        # pinyin, spaced pinyin, abbreviations, homophone slips inside a word of the cut
+        ("gongshangju见", "threat_regulator"),
+        ("再拖我就 bao jing", "threat_regulator"),
+        ("我就找律湿", "threat_legal"),
+        ("这事我要发到xhs上", "threat_media"),
+        ("你们等着上小红薯吧", "threat_media"),
+        # structure: evidence or an ultimatum + an authority, the platform, a public place
+        ("聊天记录我都截屏了 有关部门会来找你们", "threat_regulator"),
+        ("给你们最后一次机会 不然我找上级部门", "threat_regulator"),
+        ("我要申请平台介入", "threat_platform"),
+        ("已经在淘宝上投诉你们了", "threat_platform"),
+        ("我有十万粉丝 准备拍视频讲讲这家店", "threat_media"),
+        ("截图都在朋友圈了", "threat_media"),
+        ("我要让所有人都知道你们卖假货", "threat_media"),
+        # harm told as what happened to the body
+        ("吃了你们的面包才发现发霉了", "safety"),
+        ("摸了一下外壳 手到现在还麻", "safety"),
+        ("敷完脸像烧伤一样 去医院挂号了", "safety"),
+    ],
+)
+def test_threats_told_other_ways_are_urgent_and_second_line(text: str, signal: str) -> None:
+    assert signal in d(text).risk_signals
+    assert _urgent_l2(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "充电宝会不会爆炸 能带上飞机吗",  # a doubt before buying, inside the word 爆炸
+        "烟雾报警器会误报吗",  # 报警器 is an alarm, not calling the police
+        "律师事务所要开专票",  # a law firm asks for an invoice
+        "抖音直播间的同款有吗",  # a livestream room is where they saw it
+        "律诗写得真好",  # 律诗 is a word of its own, no slip of 律师
+        "优惠券用了一半过期了",  # used + past its date, but nothing eaten
+        "手机麻烦帮我看看",  # 麻烦 is no numbness
+        "看了抖音的测评想买",
+        "我拍视频给你看看哪里坏了",
+        "粉丝价有吗",
+    ],
+)
+def test_risk_look_alikes_stay_low(text: str) -> None:
+    dec = d(text)
+    assert dec.priority is not Priority.urgent, dec.reasons
+
+
+def test_a_denied_intent_to_complain_is_no_complaint() -> None:
+    assert d("她说不想投诉 就想换个颜色").category is Category.return_refund

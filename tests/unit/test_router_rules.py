@@ -94,9 +94,9 @@ def test_not_a_mapping_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_an_unknown_family_is_refused_at_its_line() -> None:
-    bad = GOOD.replace("together: [[post, public]]", "together: [[post, publik]]", 1)
+    bad = GOOD.replace("together: [[post, public]", "together: [[post, publik]", 1)
     msg = _refused(bad)
-    assert msg.startswith(f"rules.yaml:{_line_of(bad, '[[post, publik]]')}:"), msg
+    assert msg.startswith(f"rules.yaml:{_line_of(bad, '[[post, publik]')}:"), msg
     assert "signals.threat_media.together.0.1" in msg and "no family named “publik”" in msg
 
 

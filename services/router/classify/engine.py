@@ -29,6 +29,8 @@ from shared.events import Category
 _NUMERAL = frozenset("0123456789一二两三四五六七八九十几第百千")
 # A Latin letter right next to a Chinese character: where half-pinyin words (发huo) can be.
 _TOUCH = re.compile(r"[a-z][\u3400-\u9fff]|[\u3400-\u9fff][a-z]")
+# Two Latin words in a row: where pinyin typed syllable by syllable (bao jing) can be.
+_SPACED = re.compile(r"[a-z] [a-z]")
 
 
 def _all_han(word: str) -> bool:
@@ -82,6 +84,8 @@ class Classifier:
             for pick in itertools.product((0, 1), repeat=len(han)):
                 if 0 < sum(pick) < len(han):
                     mixed["".join(syllables[i] if p else han[i] for i, p in enumerate(pick))] = han
+            if len(syllables) > 1:
+                mixed[" ".join(syllables)] = han  # syllable by syllable: bao jing
         self._mixed = mixed
         self._mixed_re = (
             re.compile(
@@ -112,16 +116,22 @@ class Classifier:
                 canon = term.translate(self._canon)
                 second = self._ngram.setdefault(canon[0], {})
                 second.setdefault(canon[1], []).append((term, canon, target))
-        # Families: Chinese words by their first character, other words whole.
-        self._fam_han: dict[str, list[tuple[str, str]]] = {}
+        # Families: Chinese words by their first character (homophone-read), other words whole.
+        self._fam_han: dict[str, list[tuple[str, str, str]]] = {}
         self._fam_word: dict[str, list[str]] = {}
         for fname, fwords in rules.families.items():
             for w in fwords:
                 w = self.tokenizer.normalise(w)
                 if _all_han(w):
-                    self._fam_han.setdefault(w[0], []).append((w, fname))
+                    cw = w.translate(self._canon)
+                    self._fam_han.setdefault(cw[0], []).append((w, cw, fname))
                 else:
                     self._fam_word.setdefault(self._aliases.get(w, w), []).append(fname)
+        # What customers type for a family word counts as it (dy is 抖音, xhs 小红书).
+        for variant, word in self._aliases.items():
+            for fname, fwords in rules.families.items():
+                if word in fwords and fname not in self._fam_word.get(variant, ()):
+                    self._fam_word.setdefault(variant, []).append(fname)
         self._fam_words = frozenset(self._fam_word)
         self._span_cache: dict[tuple[str, ...], tuple[_Part, ...]] = {}
         self._word_info: dict[str, tuple[tuple[_Part, ...], bool]] = {}
@@ -132,7 +142,7 @@ class Classifier:
             for c in [
                 t for firsts in self._ngram.values() for ts in firsts.values() for _, t, _ in ts
             ]
-            + [w.translate(self._canon) for ws in self._fam_han.values() for w, _ in ws]
+            + [cw for ws in self._fam_han.values() for _, cw, _ in ws]
             for k in range(1, len(c))
         )
         self._together: list[tuple[tuple[str, ...], frozenset[str], Target]] = []
@@ -148,7 +158,11 @@ class Classifier:
             for name, s in rules.signals.items()
             if s.patterns
         ]
+        # Threats and safety reports (``threat: true``) are found recall-first: a homophone
+        # slip in their words counts wherever the typed form is not a word of its own.
+        self._threats = frozenset(n for n, s in rules.signals.items() if s.threat)
         neg = rules.negation
+        self._things = frozenset(neg.things)
         self._neg = frozenset(neg.words) | frozenset(neg.intent)
         self._neg_intent = frozenset(neg.intent)
         self._neg_skip = frozenset(neg.skip)
@@ -182,7 +196,11 @@ class Classifier:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        if self._mixed_re is not None and not stripped.isascii() and _TOUCH.search(stripped):
+        if (
+            self._mixed_re is not None
+            and not stripped.isascii()
+            and (_TOUCH.search(stripped) or _SPACED.search(stripped))
+        ):
             mixed = self._mixed
             stripped = self._mixed_re.sub(lambda m: mixed[m.group(0)], stripped)
         result = self._classify(self.tokenizer.tokens_of(stripped, has_order), status, stripped)
@@ -203,12 +221,42 @@ class Classifier:
             return False
         return words[j] in (self._neg_intent if intent_only else self._neg)
 
-    def _denied_in(self, words: tuple[str, ...], i: int, off: int, intent_only: bool) -> bool:
+    def _denied_in(
+        self, words: tuple[str, ...], i: int, off: int, intent_only: bool, width: int = 1
+    ) -> bool:
         """The same for a match ``off`` characters into word ``i`` (没有|电: the word's head
-        ends with a denial)."""
+        ends with a denial; 会不会|爆炸: a match inside a denied word is denied with it)."""
         if off == 0:
             return self._denied(words, i, intent_only)
-        return not intent_only and words[i][:off].endswith(self._neg_tails)
+        if intent_only:
+            return False
+        return words[i][:off].endswith(self._neg_tails) or (
+            width == 1 and self._denied(words, i, False)
+        )
+
+    def _names_a_thing(self, words: tuple[str, ...], i: int, end: int) -> bool:
+        """Whether what follows a signal word ending ``end`` characters into word ``i`` (the
+        rest of that word, or the next word when it ends there) is one of ``negation.things``:
+        报警器, 律师|事务所, 直播间 name a thing or a place, not the act."""
+        if not self._things:
+            return False
+        n = len(words)
+        while i < n and end >= len(words[i]):
+            end -= len(words[i])
+            i += 1
+        if i >= n:
+            return False
+        return words[i][end:] in self._things
+
+    def _slip_ok(self, seg: str, term: str, off: int, single: set[int], loose: bool) -> bool:
+        """Whether ``seg`` (the text at ``off``) is a homophone typo of ``term``: no number in
+        it, and each slipped character a word of its own in the cut (差|凭), or, ``loose``,
+        the typed form is not a dictionary word (小红薯 is no word: 小红书; 律诗 is one)."""
+        if len(seg) < 2 or _NUMERAL & set(seg):
+            return False
+        if all(a == b or off + k in single for k, (a, b) in enumerate(zip(seg, term, strict=True))):
+            return True
+        return loose and not self.tokenizer.is_word(seg)
 
     def _info(self, word: str) -> tuple[tuple[_Part, ...], bool]:
         """Per distinct word: the matches inside it, and whether a match may begin in it and
@@ -242,12 +290,16 @@ class Classifier:
             ends.add(at)
         parts: list[_Part] = []
         for off in range(first):
-            for fw, fname in self._fam_han.get(text[off], ()):
+            for fw, cfw, fname in self._fam_han.get(canon[off], ()):
                 end = off + len(fw)
                 if (
                     lo <= end <= len(text)
-                    and text.startswith(fw, off)
+                    and canon.startswith(cfw, off)
                     and (len(fw) == 1 or end in ends)  # 想吐 is not in 想|吐槽
+                    and (
+                        text.startswith(fw, off)
+                        or self._slip_ok(text[off:end], fw, off, single, len(fw) >= 3)
+                    )
                 ):
                     parts.append((off, len(window), fname, fw, None))
             if off + 1 >= len(text):
@@ -257,12 +309,8 @@ class Classifier:
                 if not lo <= end <= len(text) or not canon.startswith(cterm, off):
                     continue
                 seg = text[off:end]
-                if seg != term and (
-                    _NUMERAL & set(seg)
-                    or any(
-                        a != b and off + k not in single
-                        for k, (a, b) in enumerate(zip(seg, term, strict=True))
-                    )
+                if seg != term and not self._slip_ok(
+                    seg, term, off, single, target[0] == "s" and target[1] in self._threats
                 ):
                     continue  # a typo only where the cut left a character alone (差|凭)
                 parts.append((off, len(window), term, term, target))
@@ -283,6 +331,8 @@ class Classifier:
         for i, n, h in self._matcher.scan(words):
             seen_terms.add(h.term)
             covered.update(range(i, i + n))
+            if h.kind == "s" and i + n < len(words) and words[i + n] in self._things:
+                continue  # 律师|事务所 names a firm, not a lawyer threatened with
             found.append((h, self._denied(words, i, h.kind == "c")))
         present: dict[str, str] = {}  # family -> the word found (not denied)
         # Family words and the fallback, per word and per pair (or triple, around a word of
@@ -316,13 +366,15 @@ class Classifier:
         for i, parts in todo:
             for off, width, name, word, target in parts:
                 if target is None:  # a family word
-                    if name not in present and not self._denied_in(words, i, off, False):
+                    if name not in present and not self._denied_in(words, i, off, False, width):
                         present[name] = word
                     continue
                 if name in seen_terms or all(k in covered for k in range(i, i + width)):
                     continue  # found whole already, or inside words that matched whole
-                seen_terms.add(name)
                 kind, sname, weight = target
+                if kind == "s" and self._names_a_thing(words, i, off + len(name)):
+                    continue  # 报警器, 直播间: a thing, not the act
+                seen_terms.add(name)
                 denied = self._denied_in(words, i, off, kind == "c")
                 found.append((Hit(kind, sname, weight, name), denied))
         for w in self._fam_words.intersection(words):

@@ -120,8 +120,13 @@ class NegationRules(_Strict):
         default_factory=list,
         description="words that deny wanting something; they also cancel category words",
     )
+    things: list[str] = Field(
+        default_factory=list,
+        description="words that, right after a signal word, make it the name of a thing or a "
+        "place (报警器, 律师事务所, 直播间): the signal word does not count",
+    )
 
-    _terms = field_validator("words", "skip", "intent")(_clean_terms)
+    _terms = field_validator("words", "skip", "intent", "things")(_clean_terms)
 
 
 class TierRules(_Strict):

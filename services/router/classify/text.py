@@ -35,6 +35,9 @@ _CACHE_MAX = 50_000
 # rules' 12315 or 110 is found however it was typed.
 _CN_DIGIT = str.maketrans("零〇幺一二三四五六七八九", "001123456789")
 _NUMBER_FORMS = re.compile(r"[零〇幺一二三四五六七八九]{3,}|(?<!\d)\d{1,3}(?: \d{1,3})+(?!\d)")
+# Where one may be (three or more digits, Chinese digits or spaces in a row): a cheap first
+# look (a leading character class), the exact forms only inside what it finds.
+_NUMBER_SPAN = re.compile(r"[0-9零〇幺一二三四五六七八九][0-9零〇幺一二三四五六七八九 ]{2,}")
 
 
 def _number(m: re.Match[str]) -> str:
@@ -43,6 +46,10 @@ def _number(m: re.Match[str]) -> str:
         joined = s.replace(" ", "")
         return joined if len(joined) <= 5 else s  # not a phone number cut in groups
     return s.translate(_CN_DIGIT)
+
+
+def _numbers(m: re.Match[str]) -> str:
+    return _NUMBER_FORMS.sub(_number, m.group(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +131,9 @@ class Tokenizer:
     def prepare(self, text: str) -> tuple[str, bool]:
         """Normalised text (numbers read as digits) without order numbers, and whether it
         quoted one."""
-        norm = _NUMBER_FORMS.sub(_number, self.normalise(text))
+        norm = self.normalise(text)
+        if _NUMBER_SPAN.search(norm):
+            norm = _NUMBER_SPAN.sub(_numbers, norm)
         stripped, n_orders = _ORDER_NO.subn(" ", norm)
         return stripped.strip(), n_orders > 0
 
