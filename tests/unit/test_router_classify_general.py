@@ -275,6 +275,9 @@ def _urgent_l2(text: str) -> bool:
         ("吃了你们的面包才发现发霉了", "safety"),
         ("摸了一下外壳 手到现在还麻", "safety"),
         ("敷完脸像烧伤一样 去医院挂号了", "safety"),
+        ("饺子里吃出一根钢丝", "safety"),
+        ("老人摔倒了 已经打了120", "safety"),
+        ("我去人民网留言板反映你们", "threat_regulator"),
     ],
 )
 def test_threats_told_other_ways_are_urgent_and_second_line(text: str, signal: str) -> None:
