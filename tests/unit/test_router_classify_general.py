@@ -263,6 +263,8 @@ def _urgent_l2(text: str) -> bool:
         ("我就找律湿", "threat_legal"),
         ("这事我要发到xhs上", "threat_media"),
         ("你们等着上小红薯吧", "threat_media"),
+        ("我去消斜反映", "threat_regulator"),
+        ("我申请pingtai介入", "threat_platform"),
         # structure: evidence or an ultimatum + an authority, the platform, a public place
         ("聊天记录我都截屏了 有关部门会来找你们", "threat_regulator"),
         ("给你们最后一次机会 不然我找上级部门", "threat_regulator"),
