@@ -118,6 +118,13 @@ def test_a_denied_threat_still_counts(small: Classifier) -> None:
     assert signals(small, "不12315") == ["regulator"]
 
 
+def test_a_threat_told_by_families_counts_denied_too() -> None:
+    # threats say `negation: false`: their family words count after a denial as their
+    # words do (I didn't want to post it on WeChat Moments, you made me), safety does not
+    assert "threat_media" in d("我也不想发到朋友圈 是你们逼我的").risk_signals
+    assert "safety" not in d("用了以后没有疼").risk_signals
+
+
 def test_only_intent_words_deny_a_category_word(small: Classifier) -> None:
     assert cat(small, "不是退货 问尺码") is Category.presale
     assert cat(small, "不退货") is Category.return_refund

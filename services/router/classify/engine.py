@@ -145,13 +145,17 @@ class Classifier:
             + [cw for ws in self._fam_han.values() for _, cw, _ in ws]
             for k in range(1, len(c))
         )
-        self._together: list[tuple[tuple[str, ...], frozenset[str], Target]] = []
+        # (families, as a set, target, whether a denied family word counts: the signal says
+        # ``negation: false``, as threats do: 我也不想发到网上 is still going public)
+        self._together: list[tuple[tuple[str, ...], frozenset[str], Target, bool]] = []
         for cat, crule in rules.categories.items():
             for group in crule.together:
-                self._together.append((tuple(group), frozenset(group), ("c", cat.value, 2.0)))
+                ctarget: Target = ("c", cat.value, 2.0)
+                self._together.append((tuple(group), frozenset(group), ctarget, False))
         for name, srule in rules.signals.items():
             for group in srule.together:
-                self._together.append((tuple(group), frozenset(group), ("s", name, 0.0)))
+                starget: Target = ("s", name, 0.0)
+                self._together.append((tuple(group), frozenset(group), starget, not srule.negation))
         # One regular expression per signal (its patterns as alternatives).
         self._patterns = [
             (re.compile("|".join(f"(?:{p})" for p in s.patterns)), name)
@@ -335,6 +339,7 @@ class Classifier:
                 continue  # 律师|事务所 names a firm, not a lawyer threatened with
             found.append((h, self._denied(words, i, h.kind == "c")))
         present: dict[str, str] = {}  # family -> the word found (not denied)
+        denied_too: dict[str, str] = {}  # family -> a word found denied
         # Family words and the fallback, per word and per pair (or triple, around a word of
         # one character) of words, each kept: no loop over characters per message.
         spans = self._span_cache
@@ -366,8 +371,11 @@ class Classifier:
         for i, parts in todo:
             for off, width, name, word, target in parts:
                 if target is None:  # a family word
-                    if name not in present and not self._denied_in(words, i, off, False, width):
-                        present[name] = word
+                    if name not in present:
+                        if not self._denied_in(words, i, off, False, width):
+                            present[name] = word
+                        else:
+                            denied_too.setdefault(name, word)
                     continue
                 if name in seen_terms or all(k in covered for k in range(i, i + width)):
                     continue  # found whole already, or inside words that matched whole
@@ -380,10 +388,12 @@ class Classifier:
         for w in self._fam_words.intersection(words):
             for fname in self._fam_word[w]:
                 present.setdefault(fname, w)
-        if len(present) > 1:
-            for group, gset, (kind, name, weight) in self._together:
-                if present.keys() >= gset:
-                    term = "+".join(present[f] for f in group)
+        if len(present) + len(denied_too) > 1:
+            either = {**denied_too, **present} if denied_too else present
+            for group, gset, (kind, name, weight), keep_denied in self._together:
+                seen = either if keep_denied else present
+                if seen.keys() >= gset:
+                    term = "+".join(seen[f] for f in group)
                     found.append((Hit(kind, name, weight, term), False))
         for pattern, name in self._patterns:
             m = pattern.search(stripped)
