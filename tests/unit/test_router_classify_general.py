@@ -316,3 +316,11 @@ def test_risk_look_alikes_stay_low(text: str) -> None:
 
 def test_a_denied_intent_to_complain_is_no_complaint() -> None:
     assert d("她说不想投诉 就想换个颜色").category is Category.return_refund
+
+
+def test_delivered_but_not_received_rudeness_and_silence_in_words() -> None:
+    shown = d("快递显示已签收 但是我没收到")
+    assert (shown.category, shown.priority) == (Category.logistics, Priority.important)
+    assert d("快递显示已签收 谢谢").priority is Priority.normal
+    assert d("你们客服说话太冲了").tier is Tier.L2
+    assert d("耳机一边没声").category is Category.product_quality
