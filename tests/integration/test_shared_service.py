@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 import httpx
 import pytest
 
@@ -50,3 +53,38 @@ async def test_router_is_not_ready_without_its_broker(service_env, monkeypatch):
         assert r.status_code == 503
         assert r.json()["checks"]["broker"] is False
         assert (await client.get(url + "/healthz")).status_code == 200
+
+
+async def test_consumer_groups_join_at_once(service_env):
+    """A consumer's start returns only once its group has assigned it partitions (a join
+    takes seconds on any broker), so the runtime starts every group's consumer before
+    awaiting any: readiness costs one join, not one per group (sla_watch has three)."""
+    from shared.kafka import subscriber_options
+    from shared.service import Runtime, create_app
+    from shared.settings import ServiceSettings
+    from shared.topics import ESCALATIONS, MESSAGES, ROUTED
+
+    runtime = Runtime("test-joins", ServiceSettings())
+    run = uuid.uuid4().hex[:8]
+    for topic in (MESSAGES, ROUTED, ESCALATIONS):
+
+        @runtime.broker.subscriber(
+            topic.name, **subscriber_options(f"test-joins-{run}-{topic.name}", runtime.tracker())
+        )
+        async def ignore(body: Any) -> None:
+            return None
+
+    steps: list[tuple[str, int]] = []
+    for i, sub in enumerate(runtime.broker.subscribers):
+        real = sub.start
+
+        async def start(i: int = i, real: Any = real) -> None:
+            steps.append(("join", i))
+            await real()
+            steps.append(("joined", i))
+
+        sub.start = start
+    async with serving(create_app(runtime, title="joins")) as url:
+        await wait_ready(url)
+    assert len(steps) == 6, steps
+    assert [step for step, _ in steps[:3]] == ["join"] * 3, steps
