@@ -336,6 +336,7 @@ async def run_size(
         "late_outage": late_outage,
         "recovery_from_restart": recovered_at - t_restart,
         "recovery_from_ready": recovered_at - ready2,
+        "ready1": ready1 - t_start,
         "ready2": ready2 - t_restart,
         "missed": missed,
         "breached": len(breached),
@@ -418,6 +419,10 @@ def report(r: dict[str, object]) -> None:
         f" lateness of those max {max(lo) if lo else 0:.1f} s (marked late)"
     )
     print(
+        f"time to ready (/readyz 200, from process start): first start {r['ready1']:.1f} s,"
+        f" after kill -9 {r['ready2']:.1f} s"
+    )
+    print(
         f"breached {r['breached']:,} of {n:,} (missed {r['missed']}; one transition per clock:"
         f" duplicates impossible), warnings {r['warnings']:,}"
     )
@@ -431,6 +436,8 @@ def report(r: dict[str, object]) -> None:
             "peak RSS B/clock": rss_peak * 1024 // n,
             "DB B/clock": db // n,
             "recovery after restart s": r["recovery_from_restart"],
+            "ready after start s": r["ready1"],
+            "ready after kill -9 s": r["ready2"],
             "missed": r["missed"],
         },
         {"bare loop.call_at p99 ms": pct(probe, 99) * 1000 if probe else None},
