@@ -57,7 +57,7 @@ bench-intake: $(STAMP) ## Benchmark: open-loop signed webhooks into intake vs a 
 	@deploy/ensure-wrk.sh
 	$(BIN)/python bench/intake/bench.py
 
-bench-sla: $(STAMP) ## Benchmark: N open SLA clocks (N=10000,100000 default; N=1000000): breach lateness p50/p99/max vs bare loop.call_at, RSS and DB bytes per clock, starts+stops/s, recovery after kill -9
+bench-sla: $(STAMP) ## Benchmark: N open SLA clocks (N=10000,100000 default; N=1000000): breach lateness p50/p99/max vs bare loop.call_at, RSS and DB bytes per clock, starts+stops/s, recovery after kill -9, time to ready
 	$(BIN)/python bench/sla/bench.py $(if $(N),--sizes $(N))
 
 eval-router: $(STAMP) ## Router classification vs the labelled set: per-category P/R/F1, macro-F1, confusion matrices, threats below L2; fresh sets on their own lines (the held-out one: its line only)
