@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.middlewares import AckPolicy
@@ -128,7 +130,12 @@ class RelayProducer:
     A record the broker has not acknowledged within ``request_timeout_ms`` fails (its row
     stays in the outbox and the relay sends it again). aiokafka's default, 40 s, is how
     long ``stop()`` waited for records in flight while the broker was away: a service
-    stopped during a broker outage outlived its grace period."""
+    stopped during a broker outage outlived its grace period.
+
+    Keyed records go out with their partition chosen here, once per key and partition
+    count (``KeyPartitions``), by the producer's own partitioner: the same partition
+    aiokafka picks (Kafka's default: murmur2 of the key over all partitions), without its
+    pure-Python murmur2 on every record."""
 
     def __init__(
         self, bootstrap_servers: str, service: str, *, request_timeout_ms: int = 5_000
@@ -139,6 +146,7 @@ class RelayProducer:
         self._producer: AIOKafkaProducer | None = None
         self._offsets: AIOKafkaConsumer | None = None
         self._starting = asyncio.Lock()
+        self._partitions = KeyPartitions()
 
     async def _started(self) -> AIOKafkaProducer:
         async with self._starting:
@@ -151,6 +159,7 @@ class RelayProducer:
                         enable_idempotence=False,  # see make_broker
                         linger_ms=1,
                         request_timeout_ms=self._request_timeout_ms,
+                        partitioner=self._partitions.partitioner,
                     )
                 )
             return self._producer
@@ -164,7 +173,14 @@ class RelayProducer:
         headers = [("content-type", b"application/json")]
         if correlation_id:
             headers.append(("correlation_id", correlation_id.encode()))
-        fut: Awaitable[Any] = await producer.send(topic, value, key=key, headers=headers)
+        partition = None
+        if key is not None:
+            # Unknown before the producer first fetched the topic's metadata: then aiokafka
+            # partitions the record itself, the same way.
+            partition = self._partitions.get(topic, key, producer.client.cluster)
+        fut: Awaitable[Any] = await producer.send(
+            topic, value, key=key, partition=partition, headers=headers
+        )
         return fut
 
     async def end_offsets(
@@ -194,6 +210,35 @@ class RelayProducer:
         if offsets is not None:
             with contextlib.suppress(Exception):
                 await offsets.stop()
+
+
+class KeyPartitions:
+    """The partition of each key, as ``partitioner`` (the producer's) gives it for the
+    topic's partitions, remembered per (topic, key) with the partition count it was
+    computed for; a changed count computes it again. At most ``limit`` keys are kept (the
+    memory is dropped whole when full)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.partitioner = DefaultPartitioner()
+        self._limit = limit
+        self._known: dict[tuple[str, bytes], tuple[int, int]] = {}
+
+    def get(self, topic: str, key: bytes, cluster: ClusterMetadata) -> int | None:
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            return None
+        count = len(partitions)
+        known = self._known.get((topic, key))
+        if known is not None and known[0] == count:
+            return known[1]
+        # The arguments aiokafka's producer hands its partitioner (a keyed record's
+        # partition depends on all partitions only).
+        available = cluster.available_partitions_for_topic(topic) or ()
+        partition = int(self.partitioner(key, list(partitions), list(available)))
+        if len(self._known) >= self._limit:
+            self._known.clear()
+        self._known[(topic, key)] = (count, partition)
+        return partition
 
 
 async def publish_event(

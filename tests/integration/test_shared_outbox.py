@@ -144,3 +144,34 @@ async def test_relay_producer_stops_within_the_grace_period_while_the_broker_is_
         await out.stop()
     with pytest.raises(KafkaError):  # not acknowledged: the relay keeps the rows
         await asyncio.gather(*in_flight)
+
+
+async def test_relay_producer_partitions_keys_as_aiokafka_does(infra):
+    """RelayProducer picks a keyed record's partition itself (remembered per key): the
+    partition a plain aiokafka producer gives the same key, for several partition counts."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topics = {f"test.parts{n}.{uid('t')}": n for n in (1, 5, 6)}
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()])
+    finally:
+        await admin.close()
+    keys = [uid("conv").encode() for _ in range(300)] + [b"", "会话-7".encode(), b"k" * 97]
+    ours = RelayProducer(infra.bootstrap, "test")
+    plain = AIOKafkaProducer(bootstrap_servers=infra.bootstrap, acks="all")
+    await plain.start()
+    try:
+        for topic in topics:
+            for _ in range(2):  # the second time, every key's partition is remembered
+                mine = [await ours.publish(topic, k, b"{}", None) for k in keys]
+                theirs = [await plain.send(topic, b"{}", key=k) for k in keys]
+                got = [m.partition for m in await asyncio.gather(*mine)]
+                want = [m.partition for m in await asyncio.gather(*theirs)]
+                assert got == want
+                assert len(set(got)) == topics[topic]
+    finally:
+        await plain.stop()
+        await ours.stop()
