@@ -200,7 +200,12 @@ class OutboxRelay:
         end_offsets: EndOffsets | None = None,
         loss_check_interval: float = 1.0,
         purge_interval: float = 5.0,
+        gather_seconds: float = 0.0,
     ) -> None:
+        """``gather_seconds``: after a batch smaller than ``batch_size``, and the wake-up
+        that follows it, wait this long before fetching, so that the rows of the commits
+        meanwhile go out together (fewer, larger batches: less CPU per row in the relay
+        and in PostgreSQL, for up to this much more time before a row is published)."""
         self._dsn = dsn
         self._producer = producer
         self._publish = publish
@@ -215,6 +220,7 @@ class OutboxRelay:
         self._end_offsets = end_offsets if self._retention > 0 else None
         self._loss_check_interval = loss_check_interval
         self._purge_interval = purge_interval
+        self._gather = gather_seconds
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._lock_key = lock_key(producer)
@@ -288,6 +294,8 @@ class OutboxRelay:
                 backoff = 0.2
                 if n < self._batch_size:
                     await self._sleep(min(self._poll_interval, self._loss_check_interval))
+                    if self._gather > 0:
+                        await asyncio.sleep(self._gather)
         finally:
             self.is_leader = False
             if not conn.is_closed():
@@ -356,8 +364,7 @@ class OutboxRelay:
             )
         else:
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
-        for r in rows:
-            metrics.OUTBOX_PUBLISHED.labels(self._producer, r["topic"]).inc()
+        _count_per_topic(metrics.OUTBOX_PUBLISHED, self._producer, rows)
         return len(rows)
 
     async def _note_lost(
@@ -478,8 +485,7 @@ class OutboxRelay:
                     [a[1] for a in acks],
                     [a[2] for a in acks],
                 )
-            for r in rows:
-                metrics.OUTBOX_REPUBLISHED.labels(self._producer, r["topic"]).inc()
+            _count_per_topic(metrics.OUTBOX_REPUBLISHED, self._producer, rows)
             total += len(rows)
             last_id = rows[-1]["id"]
             if again:
@@ -505,6 +511,16 @@ class OutboxRelay:
         assert row is not None
         metrics.OUTBOX_BACKLOG.labels(self._producer).set(row["n"])
         metrics.OUTBOX_OLDEST_AGE.labels(self._producer).set(float(row["age"] or 0.0))
+
+
+def _count_per_topic(counter: Any, producer: str, rows: Sequence[asyncpg.Record]) -> None:
+    """One increment per topic and batch, not per row (each is a write to a shared file
+    when several processes export metrics)."""
+    per_topic: dict[str, int] = {}
+    for r in rows:
+        per_topic[r["topic"]] = per_topic.get(r["topic"], 0) + 1
+    for topic, n in per_topic.items():
+        counter.labels(producer, topic).inc(n)
 
 
 def lock_key(producer: str) -> int:

@@ -26,7 +26,7 @@ from shared import metrics
 from shared.db import create_pool, ping
 from shared.kafka import AssignmentTracker, RelayProducer, make_broker, update_lag
 from shared.logging import get_logger, setup_logging
-from shared.outbox import OutboxRelay
+from shared.outbox import OutboxRelay, leads
 from shared.settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -41,8 +41,12 @@ class Runtime:
         settings: ServiceSettings,
         *,
         relay: bool = False,
+        relay_elsewhere: bool = False,
         broker_required_for_ready: bool = True,
     ) -> None:
+        """``relay``: run the service's outbox relay in this process. ``relay_elsewhere``:
+        another process runs it (intake's relay process); readiness then reports whether a
+        relay of this producer holds the lock."""
         self.name = name
         self.settings = settings
         self.broker: KafkaBroker = make_broker(settings.kafka_bootstrap_servers, name)
@@ -58,14 +62,9 @@ class Runtime:
         self._stopping = asyncio.Event()
         self.relay: OutboxRelay | None = None
         self._relay_producer: RelayProducer | None = None
+        self._relay_elsewhere = relay_elsewhere
         if relay:
-            self._relay_producer = RelayProducer(settings.kafka_bootstrap_servers, name)
-            self.relay = OutboxRelay(
-                settings.database_url.get_secret_value(),
-                name,
-                self._relay_producer.publish,
-                retention_seconds=settings.outbox_retention_seconds,
-            )
+            self.relay, self._relay_producer = make_relay(name, settings)
 
     # -- registration ---------------------------------------------------------------
     @property
@@ -216,6 +215,8 @@ class Runtime:
         }
         if self.relay is not None:
             out["outbox_relay_leader"] = self.relay.is_leader
+        elif self._relay_elsewhere:
+            out["outbox_relay_leader"] = db and await _relay_leads(self.pool, self.name)
         return out
 
     async def is_ready(self) -> tuple[bool, dict[str, bool]]:
@@ -226,6 +227,28 @@ class Runtime:
         ok = all(checks[k] for k in required)
         metrics.READY.labels(self.name).set(1 if ok else 0)
         return ok, checks
+
+
+def make_relay(
+    name: str, settings: ServiceSettings, *, gather_seconds: float = 0.0
+) -> tuple[OutboxRelay, RelayProducer]:
+    """A service's outbox relay and the producer it publishes with (stop both)."""
+    producer = RelayProducer(settings.kafka_bootstrap_servers, name)
+    relay = OutboxRelay(
+        settings.database_url.get_secret_value(),
+        name,
+        producer.publish,
+        retention_seconds=settings.outbox_retention_seconds,
+        gather_seconds=gather_seconds,
+    )
+    return relay, producer
+
+
+async def _relay_leads(pool: asyncpg.Pool, name: str) -> bool:
+    try:
+        return await leads(pool, name)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        return False
 
 
 def create_app(
@@ -266,18 +289,22 @@ def create_app(
     return app
 
 
+def uvicorn_options(settings: ServiceSettings) -> dict[str, Any]:
+    """How every service runs uvicorn (``uvicorn.run(app, **options)``)."""
+    return {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 15,
+        "loop": "uvloop",
+        "http": "httptools",
+    }
+
+
 def serve(app: FastAPI, settings: ServiceSettings, service: str) -> None:
     """Run a service's app with uvicorn; SIGTERM/SIGINT shut it down gracefully."""
     import uvicorn
 
     setup_logging(service, settings.log_level, settings.log_format)
-    uvicorn.run(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=15,
-        loop="uvloop",
-        http="httptools",
-    )
+    uvicorn.run(app, **uvicorn_options(settings))

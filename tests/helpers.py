@@ -92,14 +92,12 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any, port: int | None = None) -> AsyncIterator[str]:
-    """Serve an ASGI app on a real loopback port in this event loop; yields its base URL."""
+async def serving(app: Any, port: int | None = None, **options: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app on a real loopback port in this event loop; yields its base URL.
+    ``options``: further ``uvicorn.Config`` arguments."""
     port = port or free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False
-        )
-    )
+    config = {"log_config": None, "lifespan": "on", "access_log": False} | options
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **config))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

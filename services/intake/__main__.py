@@ -1,44 +1,55 @@
 """intake: verifies and normalises platform webhooks, stores them durably, and publishes
 them to ``cs.messages.v1`` through the transactional outbox.
 
-``INTAKE_WORKERS`` > 1 runs that many uvicorn worker processes on the same port (each
-with its own pool and group committer; one outbox relay leads at a time). Their metrics
-go to prometheus_client's multiprocess files in a fresh directory, so a scrape of any
-worker shows the sum over all of them (gauges: the largest value among live workers)."""
+``python -m services.intake`` runs ``INTAKE_WORKERS`` uvicorn worker processes on one
+port (each with its own pool and group committer) and the outbox relay in a process of
+its own next to them (``services/intake/relay.py``). Their metrics go to
+prometheus_client's multiprocess files in a fresh directory, so a scrape of any worker
+shows the sum over all of them, the relay's included (gauges: the largest value among the
+live processes). The directory is set before anything imports prometheus_client."""
 
 import os
 import shutil
 import tempfile
 
-from services.intake.app import build
-from services.intake.settings import IntakeSettings
-from shared.logging import setup_logging
-from shared.service import serve
+# Handed to the whole uvicorn configuration: one write per response (see http.py).
+HTTP_PROTOCOL = "services.intake.http:JoinedWritesProtocol"
+
+
+def main() -> None:
+    # A fresh directory, so no count of an earlier run is added in; set before the
+    # project's modules (and prometheus_client) are imported here, in the workers (spawned)
+    # and in the relay process.
+    metrics_dir = tempfile.mkdtemp(prefix="intake-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    import uvicorn
+
+    from services.intake.relay import RelayProcess
+    from services.intake.settings import IntakeSettings
+    from shared.logging import setup_logging
+    from shared.service import uvicorn_options
+
+    settings = IntakeSettings()
+    setup_logging("intake", settings.log_level, settings.log_format)
+    relay = RelayProcess()
+    relay.start()
+    try:
+        options = uvicorn_options(settings) | {
+            "http": HTTP_PROTOCOL,
+            # No X-Forwarded-* rewriting of the client address: intake never uses it, and
+            # the middleware ran on every request.
+            "proxy_headers": False,
+        }
+        uvicorn.run(
+            "services.intake.app:build_worker",
+            factory=True,
+            workers=settings.workers,
+            **options,
+        )
+    finally:
+        relay.stop()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
 
 if __name__ == "__main__":
-    settings = IntakeSettings()
-    if settings.workers > 1:
-        import uvicorn
-
-        setup_logging("intake", settings.log_level, settings.log_format)
-        # Set before the workers start (they are spawned, and prometheus_client reads it
-        # at import); a fresh directory, so no count of an earlier run is added in.
-        metrics_dir = tempfile.mkdtemp(prefix="intake-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        try:
-            uvicorn.run(
-                "services.intake.app:build",
-                factory=True,
-                workers=settings.workers,
-                host=settings.http_host,
-                port=settings.http_port,
-                log_config=None,
-                access_log=False,
-                timeout_graceful_shutdown=15,
-                loop="uvloop",
-                http="httptools",
-            )
-        finally:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-    else:
-        serve(build(settings), settings, "intake")
+    main()

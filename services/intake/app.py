@@ -35,8 +35,11 @@ from shared.signing import SignatureError
 log = get_logger(__name__)
 
 
+_STDLIB_LOG = logging.getLogger(__name__)  # the level structlog's calls go through
+
+
 def debug_log() -> bool:
-    return logging.getLogger(__name__).isEnabledFor(logging.DEBUG)
+    return _STDLIB_LOG.isEnabledFor(logging.DEBUG)  # cached by logging until a level changes
 
 
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
@@ -53,11 +56,24 @@ def build_adapters(settings: IntakeSettings) -> dict[str, SourceAdapter]:
     return out
 
 
-def build(settings: IntakeSettings | None = None) -> IntakeApp:
+def build_worker() -> IntakeApp:
+    """A worker of ``python -m services.intake``: its outbox relay runs in a process of its
+    own (``services/intake/relay.py``)."""
+    return build(relay_elsewhere=True)
+
+
+def build(settings: IntakeSettings | None = None, *, relay_elsewhere: bool = False) -> IntakeApp:
+    """The intake app; its outbox relay runs in it unless ``relay_elsewhere``."""
     settings = settings or IntakeSettings()
     # Intake stays ready while the broker is down: events are durable in PostgreSQL and the
     # outbox relay publishes them when the broker is back.
-    runtime = Runtime(PRODUCER, settings, relay=True, broker_required_for_ready=False)
+    runtime = Runtime(
+        PRODUCER,
+        settings,
+        relay=not relay_elsewhere,
+        relay_elsewhere=relay_elsewhere,
+        broker_required_for_ready=False,
+    )
     adapters = build_adapters(settings)
     guard = LoadGuard(
         PRODUCER,

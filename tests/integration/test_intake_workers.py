@@ -1,32 +1,70 @@
-"""Intake with two uvicorn worker processes: a scrape of either worker counts the
-webhooks both of them accepted (prometheus_client multiprocess mode)."""
+"""``python -m services.intake`` as it runs in production: uvicorn worker processes and the
+outbox relay in a process of its own. A scrape of either worker counts the webhooks both
+of them accepted and the rows the relay published (prometheus_client multiprocess mode);
+the workers' /readyz says whether the relay leads; the relay process is started again
+when it dies, stops with its parent, and dies with it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from shared.localstack import ServiceProc, free_port
-from tests.helpers import generic_body, signed
+from tests.helpers import TopicReader, generic_body, signed
 
 pytestmark = pytest.mark.integration
 
 N = 40
 
 
-def accepted(text: str) -> float:
-    m = re.search(
-        r'^intake_webhooks_total\{outcome="accepted",source="generic"\} (\S+)$', text, re.M
-    )
+def counter(text: str, pattern: str) -> float:
+    m = re.search(pattern, text, re.M)
     return float(m.group(1)) if m else 0.0
 
 
-async def test_every_worker_reports_the_sum(infra, tmp_path: Path) -> None:
+def accepted(text: str) -> float:
+    return counter(text, r'^intake_webhooks_total\{outcome="accepted",source="generic"\} (\S+)$')
+
+
+def published(text: str) -> float:
+    name = r'ticketflow_outbox_published_total\{service="intake",topic="cs.messages.v1"\}'
+    return counter(text, "^" + name + r" (\S+)$")
+
+
+def relay_children(parent: int) -> list[psutil.Process]:
+    try:
+        kids = psutil.Process(parent).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for k in kids:
+        try:
+            if "services.intake.relay" in k.cmdline():
+                out.append(k)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+async def until(pred, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.2)):
+        if await asyncio.to_thread(pred):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+@pytest.fixture
+def intake(infra, tmp_path: Path) -> Iterator[ServiceProc]:
     port = free_port()
     env = {
         **os.environ,
@@ -39,24 +77,101 @@ async def test_every_worker_reports_the_sum(infra, tmp_path: Path) -> None:
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     svc = ServiceProc("intake", port, env, tmp_path / "intake.log")
     svc.start()
+    assert svc.proc is not None
+    group = svc.proc.pid  # its own session: the workers and the relay are in its group
     try:
-        for _ in range(300):
-            if await asyncio.to_thread(svc.ready):
-                break
-            assert svc.proc is not None and svc.proc.poll() is None, "intake exited"
-            await asyncio.sleep(0.2)
-
-        async def post() -> int:
-            raw, headers = signed(generic_body())
-            async with httpx.AsyncClient(base_url=svc.url) as c:  # a new connection each
-                r = await c.post("/v1/webhooks/generic", content=raw, headers=headers)
-                return r.status_code
-
-        assert await asyncio.gather(*(post() for _ in range(N))) == [202] * N
-        seen = []
-        for _ in range(8):
-            async with httpx.AsyncClient(base_url=svc.url) as c:
-                seen.append(accepted((await c.get("/metrics")).text))
-        assert seen == [N] * 8
+        yield svc
     finally:
         svc.stop()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)  # workers a kill -9 of their parent left
+
+
+async def wait_ready(svc: ServiceProc) -> None:
+    assert svc.proc is not None
+
+    def ready() -> bool:
+        assert svc.proc is not None and svc.proc.poll() is None, "intake exited"
+        return svc.ready()
+
+    await until(ready, "intake ready")
+
+
+async def post_many(svc: ServiceProc, n: int) -> list[str]:
+    bodies = [generic_body() for _ in range(n)]
+
+    async def post(body: dict[str, object]) -> int:
+        raw, headers = signed(body)
+        async with httpx.AsyncClient(base_url=svc.url) as c:  # a new connection each
+            r = await c.post("/v1/webhooks/generic", content=raw, headers=headers)
+            return r.status_code
+
+    assert await asyncio.gather(*(post(b) for b in bodies)) == [202] * n
+    return [str(b["event_id"]) for b in bodies]
+
+
+async def scrape(svc: ServiceProc, path: str = "/metrics") -> httpx.Response:
+    async with httpx.AsyncClient(base_url=svc.url) as c:  # a new connection: any worker
+        return await c.get(path)
+
+
+async def test_every_worker_reports_the_sum_and_the_relay(infra, intake: ServiceProc) -> None:
+    await wait_ready(intake)
+    before = published((await scrape(intake)).text)
+    async with TopicReader(infra.bootstrap, "cs.messages.v1") as reader:
+        ids = set(await post_many(intake, N))
+        await reader.wait_for(lambda r: r["source_event_id"] in ids, timeout=60, count=N)
+    seen, sent = [], []
+    for _ in range(8):
+        text = (await scrape(intake)).text
+        seen.append(accepted(text))
+        sent.append(published(text) - before)
+    assert seen == [N] * 8
+    # The relay's counter is updated after the broker's acks, which the reader may beat.
+    assert all(s >= 0 for s in sent) and max(sent) <= N
+    for _ in range(100):
+        if published((await scrape(intake)).text) - before == N:
+            break
+        await asyncio.sleep(0.2)
+    assert published((await scrape(intake)).text) - before == N
+    for _ in range(4):
+        r = await scrape(intake, "/readyz")
+        assert r.status_code == 200 and r.json()["checks"]["outbox_relay_leader"] is True
+
+
+async def test_relay_process_restarts_stops_and_dies_with_its_parent(
+    infra, intake: ServiceProc
+) -> None:
+    await wait_ready(intake)
+    assert intake.proc is not None
+    parent = intake.proc.pid
+    first = relay_children(parent)
+    assert len(first) == 1
+    first[0].kill()  # a crash: the parent starts a new relay, which publishes
+    await until(
+        lambda: any(p.pid != first[0].pid for p in relay_children(parent)), "a new relay process"
+    )
+    async with TopicReader(infra.bootstrap, "cs.messages.v1") as reader:
+        ids = set(await post_many(intake, 5))
+        await reader.wait_for(lambda r: r["source_event_id"] in ids, timeout=60, count=5)
+    await until(
+        lambda: httpx.get(intake.url + "/readyz").json()["checks"]["outbox_relay_leader"],
+        "the new relay leads",
+    )
+
+    # SIGTERM to intake: the workers stop, then the relay process.
+    relay = relay_children(parent)[0]
+    intake.stop(signal.SIGTERM)
+    assert not relay.is_running() or relay.status() == psutil.STATUS_ZOMBIE
+
+
+async def test_relay_process_dies_with_a_killed_parent(intake: ServiceProc) -> None:
+    await wait_ready(intake)
+    assert intake.proc is not None
+    relay = relay_children(intake.proc.pid)[0]
+    intake.proc.kill()  # kill -9: no shutdown of its own
+    intake.proc.wait()
+    await until(
+        lambda: not relay.is_running() or relay.status() == psutil.STATUS_ZOMBIE,
+        "the relay process ends with its parent",
+    )
