@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from services.router.classify.rules import Hit, Matcher, RulesFile, SignalRule, Target
@@ -29,8 +29,6 @@ from shared.events import Category
 _NUMERAL = frozenset("0123456789一二两三四五六七八九十几第百千")
 # A Latin letter right next to a Chinese character: where half-pinyin words (发huo) can be.
 _TOUCH = re.compile(r"[a-z][\u3400-\u9fff]|[\u3400-\u9fff][a-z]")
-# Two Latin words in a row: where pinyin typed syllable by syllable (bao jing) can be.
-_SPACED = re.compile(r"[a-z] [a-z]")
 
 
 def _all_han(word: str) -> bool:
@@ -78,14 +76,17 @@ class Classifier:
         # Pinyin: the whole word in pinyin is an alias (tuihuo -> 退货); a word typed half in
         # characters and half in pinyin (发huo, fa票) is rewritten before the cut.
         mixed: dict[str, str] = {}
+        self._spaced: dict[tuple[str, ...], str] = {}
+        self._spaced_heads: set[tuple[str, ...]] = set()
         for han, spelled in rules.pinyin.items():
             syllables = spelled.lower().split()
             self._aliases.setdefault("".join(syllables), han)
             for pick in itertools.product((0, 1), repeat=len(han)):
                 if 0 < sum(pick) < len(han):
                     mixed["".join(syllables[i] if p else han[i] for i, p in enumerate(pick))] = han
-            if len(syllables) > 1:
-                mixed[" ".join(syllables)] = han  # syllable by syllable: bao jing
+            if len(syllables) > 1:  # typed syllable by syllable: bao jing
+                self._spaced[tuple(syllables)] = han
+                self._spaced_heads.add(tuple(syllables[:2]))
         self._mixed = mixed
         self._mixed_re = (
             re.compile(
@@ -147,15 +148,21 @@ class Classifier:
         )
         # (families, as a set, target, whether a denied family word counts: the signal says
         # ``negation: false``, as threats do: 我也不想发到网上 is still going public)
-        self._together: list[tuple[tuple[str, ...], frozenset[str], Target, bool]] = []
+        # Kept by the group's first family: a message with two or three families present
+        # checks only the groups that begin with one of them.
+        self._together: dict[str, list[tuple[tuple[str, ...], frozenset[str], Target, bool]]] = {}
         for cat, crule in rules.categories.items():
             for group in crule.together:
                 ctarget: Target = ("c", cat.value, 2.0)
-                self._together.append((tuple(group), frozenset(group), ctarget, False))
+                self._together.setdefault(group[0], []).append(
+                    (tuple(group), frozenset(group), ctarget, False)
+                )
         for name, srule in rules.signals.items():
             for group in srule.together:
                 starget: Target = ("s", name, 0.0)
-                self._together.append((tuple(group), frozenset(group), starget, not srule.negation))
+                self._together.setdefault(group[0], []).append(
+                    (tuple(group), frozenset(group), starget, not srule.negation)
+                )
         # One regular expression per signal (its patterns as alternatives).
         self._patterns = [
             (re.compile("|".join(f"(?:{p})" for p in s.patterns)), name)
@@ -200,19 +207,40 @@ class Classifier:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        if (
-            self._mixed_re is not None
-            and not stripped.isascii()
-            and (_TOUCH.search(stripped) or _SPACED.search(stripped))
-        ):
+        if self._mixed_re is not None and not stripped.isascii() and _TOUCH.search(stripped):
             mixed = self._mixed
             stripped = self._mixed_re.sub(lambda m: mixed[m.group(0)], stripped)
-        result = self._classify(self.tokenizer.tokens_of(stripped, has_order), status, stripped)
+        toks = self.tokenizer.tokens_of(stripped, has_order)
+        words = toks.words
+        if (
+            self._spaced_heads
+            and len(words) > 1
+            and toks.language != "en"
+            and not self._spaced_heads.isdisjoint(zip(words, words[1:], strict=False))
+        ):
+            toks = replace(toks, words=self._join_syllables(words))
+        result = self._classify(toks, status, stripped)
         if self._cache_max:
             if len(self._cache) >= self._cache_max:
                 self._cache.clear()
             self._cache[key] = result
         return result
+
+    def _join_syllables(self, words: tuple[str, ...]) -> tuple[str, ...]:
+        """Pinyin typed syllable by syllable (bao jing: two words of the cut) as the word."""
+        out: list[str] = []
+        i, n = 0, len(words)
+        while i < n:
+            for k in (3, 2):
+                han = self._spaced.get(words[i : i + k]) if i + k <= n else None
+                if han is not None:
+                    out.append(han)
+                    i += k
+                    break
+            else:
+                out.append(words[i])
+                i += 1
+        return tuple(out)
 
     # ------------------------------------------------------------------ negation
 
@@ -390,11 +418,13 @@ class Classifier:
                 present.setdefault(fname, w)
         if len(present) + len(denied_too) > 1:
             either = {**denied_too, **present} if denied_too else present
-            for group, gset, (kind, name, weight), keep_denied in self._together:
-                seen = either if keep_denied else present
-                if seen.keys() >= gset:
-                    term = "+".join(seen[f] for f in group)
-                    found.append((Hit(kind, name, weight, term), False))
+            together = self._together
+            for first in either:
+                for group, gset, (kind, name, weight), keep_denied in together.get(first, ()):
+                    seen = either if keep_denied else present
+                    if first in seen and seen.keys() >= gset:
+                        term = "+".join(seen[f] for f in group)
+                        found.append((Hit(kind, name, weight, term), False))
         for pattern, name in self._patterns:
             m = pattern.search(stripped)
             if m is not None:
