@@ -216,7 +216,7 @@ class Classifier:
             self._spaced_heads
             and len(words) > 1
             and toks.language != "en"
-            and not self._spaced_heads.isdisjoint(zip(words, words[1:], strict=False))
+            and not self._spaced_heads.isdisjoint(itertools.pairwise(words))
         ):
             toks = replace(toks, words=self._join_syllables(words))
         result = self._classify(toks, status, stripped)
