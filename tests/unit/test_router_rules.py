@@ -101,9 +101,9 @@ def test_an_unknown_family_is_refused_at_its_line() -> None:
 
 
 def test_a_bad_pattern_is_refused_at_its_line() -> None:
-    bad = GOOD.replace("patterns: ['第", "patterns: ['(第", 1)
+    bad = GOOD.replace("patterns: ['[第", "patterns: ['([第", 1)
     msg = _refused(bad)
-    line = _line_of(bad, "patterns: ['(第")
+    line = _line_of(bad, "patterns: ['([第")
     assert msg.startswith(f"rules.yaml:{line}:"), msg
     assert "signals.repeated_failure.patterns" in msg and "not a regular expression" in msg
 
