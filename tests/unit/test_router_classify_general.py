@@ -324,3 +324,27 @@ def test_delivered_but_not_received_rudeness_and_silence_in_words() -> None:
     assert d("快递显示已签收 谢谢").priority is Priority.normal
     assert d("你们客服说话太冲了").tier is Tier.L2
     assert d("耳机一边没声").category is Category.product_quality
+
+
+@pytest.mark.parametrize(
+    ("traditional", "simplified"),
+    [
+        ("我要去消委會投訴你們 再不處理就上媒體曝光", "我要去消委会投诉你们 再不处理就上媒体曝光"),
+        ("充電器插上就冒煙 差點燒起來", "充电器插上就冒烟 差点烧起来"),
+        ("請問這款有藍色嗎", "请问这款有蓝色吗"),
+    ],
+)
+def test_traditional_characters_decide_as_their_simplified_forms(
+    traditional: str, simplified: str
+) -> None:
+    a, b = d(traditional), d(simplified)
+    assert (a.category, a.priority, a.tier) == (b.category, b.priority, b.tier)
+    assert a.risk_signals == b.risk_signals
+
+
+def test_traditional_to_simplified_leaves_simplified_text_alone() -> None:
+    from services.router.classify.text import Tokenizer
+
+    assert Tokenizer.normalise("投訴 消委會 爆炸了嗎") == "投诉 消委会 爆炸了吗"
+    text = "我要投诉 12315 著名品牌 后来 发货了吗 头发 面条"
+    assert Tokenizer.normalise(text) == text

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import opencc
 import rjieba
 
 USER_DICT = Path(__file__).with_name("userdict.txt")
@@ -50,6 +51,29 @@ def _number(m: re.Match[str]) -> str:
 
 def _numbers(m: re.Match[str]) -> str:
     return _NUMBER_FORMS.sub(_number, m.group(0))
+
+
+def _traditional_to_simplified() -> dict[int, str]:
+    """OpenCC's traditional-to-simplified conversion (t2s), one character at a time:
+    customers in Hong Kong and Taiwan, or with a traditional input method, write 投訴 /
+    消委會 / 爆炸了嗎, and the rules and the cutter's dictionary are simplified. Built once
+    (about 20 ms); a message without a traditional character costs one regex search (about
+    1 us), where OpenCC's phrase-level convert() costs 3.5 us. No character of the studied
+    sets or the rules changes; one at a time, the few characters that are simplified in
+    some words only take their common form (乾隆 -> 干隆), which no rule depends on."""
+    chars = [chr(c) for c in range(0x3400, 0xA000)]  # CJK extension A and the unified block
+    converted = opencc.OpenCC("t2s").convert("\n".join(chars)).split("\n")
+    if len(converted) != len(chars):
+        raise RuntimeError("OpenCC t2s did not convert one character per line")
+    return {ord(a): b for a, b in zip(chars, converted, strict=True) if a != b}
+
+
+_T2S = _traditional_to_simplified()
+_TRADITIONAL = re.compile("[" + re.escape("".join(chr(c) for c in _T2S)) + "]")
+
+
+def _simplified(m: re.Match[str]) -> str:
+    return _T2S[ord(m.group(0))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +133,12 @@ class Tokenizer:
 
     @staticmethod
     def normalise(text: str) -> str:
-        """Full-width to half-width (NFKC), lower case, collapsed whitespace."""
-        return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+        """Full-width to half-width (NFKC), lower case, traditional characters to
+        simplified (投訴 -> 投诉), collapsed whitespace."""
+        text = unicodedata.normalize("NFKC", text).lower()
+        if _TRADITIONAL.search(text):  # about 1 us on a simplified message
+            text = _TRADITIONAL.sub(_simplified, text)
+        return " ".join(text.split())
 
     def words(self, normalised: str) -> tuple[str, ...]:
         """Tokens of an already normalised text, whitespace dropped."""
