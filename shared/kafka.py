@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from shared import metrics
 from shared.deadletter import DeadLetters
 from shared.deadletter import event as event_of
-from shared.events import DeadLetterEvent, Envelope, dump
+from shared.events import DeadLetterEvent, Envelope
 from shared.logging import correlation, get_logger
 from shared.topics import ALL_TOPICS, TopicSpec
 
@@ -239,19 +239,6 @@ class KeyPartitions:
             self._known.clear()
         self._known[(topic, key)] = (count, partition)
         return partition
-
-
-async def publish_event(
-    broker: KafkaBroker, topic: TopicSpec, key: str | None, event: Envelope
-) -> None:
-    """Publish one event and wait for the broker's ack (for paths without an outbox)."""
-    await broker.publish(
-        dump(event),
-        topic.name,
-        key=key.encode() if key is not None else None,
-        correlation_id=event.correlation_id,
-        headers={"content-type": "application/json"},
-    )
 
 
 async def consume(

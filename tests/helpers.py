@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer
+from faststream.kafka import KafkaBroker
 
-from shared.events import SlaEvent
+from shared.events import Envelope, SlaEvent, dump
 from shared.outbox import OutboxRow
 from shared.signing import signed_headers
-from shared.topics import SLA
+from shared.topics import SLA, TopicSpec
 
 DEV_SECRET = b"ticketflow-local-development-secret"
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
@@ -167,3 +168,17 @@ class TopicReader:
             for records in batch.values():
                 self.seen.extend(json.loads(r.value) for r in records)
         return self.seen
+
+
+async def publish_event(
+    broker: KafkaBroker, topic: TopicSpec, key: str | None, event: Envelope
+) -> None:
+    """Publish one event through a service's broker and wait for the ack (tests that
+    inject an event a service would receive)."""
+    await broker.publish(
+        dump(event),
+        topic.name,
+        key=key.encode() if key is not None else None,
+        correlation_id=event.correlation_id,
+        headers={"content-type": "application/json"},
+    )

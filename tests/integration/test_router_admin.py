@@ -108,9 +108,8 @@ async def test_sla_breach_on_kafka_moves_the_ticket_to_l2(service_env: Infra) ->
         Priority,
         Tier,
     )
-    from shared.kafka import publish_event
     from shared.topics import ESCALATIONS, ROUTED
-    from tests.helpers import TopicReader
+    from tests.helpers import TopicReader, publish_event
     from tests.integration.test_router_assignment import LIMITS, msg
 
     group = uid("router-esc")
