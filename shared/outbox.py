@@ -431,16 +431,20 @@ class OutboxRelay:
         if self._retention <= 0:
             return 0
         now = time.monotonic()
-        if now - self._last_check >= self._loss_check_interval:
+        # After a failed publish or check, the log ends are checked before anything new is
+        # published: a broker back empty must get the kept rows first, in their old order,
+        # or a consumer's position would point into records it never read.
+        if self._broker_down or now - self._last_check >= self._loss_check_interval:
             self._last_check = now
             await self._losses_found_by_others(conn)
             if self._end_offsets is not None and self._detector.floor:
                 try:
                     async with asyncio.timeout(min(3.0, self._publish_timeout)):
                         ends = await self._end_offsets.end_offsets(sorted(self._detector.floor))
-                except Exception as exc:  # broker away: the next check, or a publish, tells
+                except Exception as exc:  # broker away: publish nothing until it answers
                     self._broker_down = True
                     log.debug("end offsets not available", error=repr(exc))
+                    return -1
                 else:
                     self._broker_down = False
                     await self._note_lost(conn, self._detector.check(ends))
