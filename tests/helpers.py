@@ -18,7 +18,15 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
 
-from shared.events import Envelope, SlaEvent, dump
+from shared.events import (
+    AuthorRole,
+    Channel,
+    Envelope,
+    MessageEvent,
+    MessageKind,
+    SlaEvent,
+    dump,
+)
 from shared.outbox import OutboxRow
 from shared.signing import signed_headers
 from shared.topics import SLA, TopicSpec
@@ -58,6 +66,40 @@ def sla_row(ticket: str, i: int, key: str | None = None) -> OutboxRow:
             kind="started",
             deadline=None,
         ),
+    )
+
+
+def message_event(
+    ticket: str,
+    *,
+    kind: MessageKind = MessageKind.message_created,
+    role: AuthorRole = AuthorRole.customer,
+    text: str | None = None,
+    shop: str = "shop-1",
+    at: datetime | None = None,
+    received_at: datetime | None = None,
+) -> MessageEvent:
+    """A chat event of ``ticket`` (conversation ``conv-<ticket>``) as intake publishes it,
+    with fresh ids. ``at`` is when it happened (now unless told); intake received it at
+    ``received_at``, or now (not before ``at``)."""
+    mid = uid("msg")
+    now = datetime.now(UTC)
+    at = at or now
+    return MessageEvent(
+        correlation_id=mid,
+        producer="intake",
+        occurred_at=at,
+        kind=kind,
+        source="generic",
+        source_event_id=mid,
+        message_id=mid,
+        ticket_id=ticket,
+        conversation_id="conv-" + ticket,
+        shop_id=shop,
+        channel=Channel.chat,
+        author_role=role,
+        text=text,
+        received_at=received_at or max(at, now),
     )
 
 

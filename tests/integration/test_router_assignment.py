@@ -23,38 +23,22 @@ from services.router.store import (
     set_status,
 )
 from shared.events import (
-    AuthorRole,
     Category,
-    Channel,
     EscalationEvent,
     EscalationReason,
     MessageEvent,
-    MessageKind,
     Priority,
     Tier,
     utcnow,
 )
-from tests.helpers import uid
+from tests.helpers import message_event, uid
 
 LIMITS = {Priority.urgent: 30.0, Priority.important: 30.0, Priority.normal: 30.0}
 
 
 def msg(ticket: str, *, ago: float = 0.0) -> MessageEvent:
-    mid = uid("msg")
-    return MessageEvent(
-        correlation_id=mid,
-        producer="intake",
-        kind=MessageKind.message_created,
-        source="generic",
-        source_event_id=mid,
-        message_id=mid,
-        ticket_id=ticket,
-        conversation_id="conv-" + ticket,
-        shop_id="shop-1",
-        channel=Channel.chat,
-        author_role=AuthorRole.customer,
-        text="where is my parcel",
-        received_at=utcnow() - timedelta(seconds=ago),
+    return message_event(
+        ticket, text="where is my parcel", received_at=utcnow() - timedelta(seconds=ago)
     )
 
 

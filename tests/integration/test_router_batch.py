@@ -20,11 +20,8 @@ from services.router.roster import AgentIn, upsert_agent
 from services.router.settings import RouterSettings
 from services.router.store import record_decisions_in
 from shared.events import (
-    AuthorRole,
     Category,
-    Channel,
     MessageEvent,
-    MessageKind,
     Priority,
     RoutedEvent,
     Tier,
@@ -32,27 +29,14 @@ from shared.events import (
     utcnow,
 )
 from shared.topics import DEADLETTER, MESSAGES
-from tests.helpers import Infra, TopicReader, serving, uid, wait_ready
+from tests.helpers import Infra, TopicReader, message_event, serving, uid, wait_ready
 
 LIMITS = {Priority.urgent: 30.0, Priority.important: 30.0, Priority.normal: 30.0}
 
 
 def msg(ticket: str, *, text: str = "where is my parcel", ago: float = 0.0) -> MessageEvent:
-    mid = uid("msg")
-    return MessageEvent(
-        correlation_id=mid,
-        producer="intake",
-        kind=MessageKind.message_created,
-        source="generic",
-        source_event_id=mid,
-        message_id=mid,
-        ticket_id=ticket,
-        conversation_id="conv-" + ticket,
-        shop_id="shop-batch",
-        channel=Channel.chat,
-        author_role=AuthorRole.customer,
-        text=text,
-        received_at=utcnow() - timedelta(seconds=ago),
+    return message_event(
+        ticket, text=text, shop="shop-batch", received_at=utcnow() - timedelta(seconds=ago)
     )
 
 

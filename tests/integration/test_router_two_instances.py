@@ -20,15 +20,12 @@ from services.router.domain import DecisionInput, decide
 from services.router.roster import AgentIn, upsert_agent
 from services.router.settings import RouterSettings
 from shared.events import (
-    AuthorRole,
-    Channel,
     MessageEvent,
     MessageKind,
     dump,
-    utcnow,
 )
 from shared.topics import MESSAGES
-from tests.helpers import Infra, serving, uid, wait_ready
+from tests.helpers import Infra, message_event, serving, uid, wait_ready
 
 TEXT = "我的快递三天了还没到，帮我查一下物流"
 TICKETS = 80
@@ -37,22 +34,8 @@ CAPACITY = (2, 2, 3)
 
 
 def event(ticket: str, kind: MessageKind) -> MessageEvent:
-    mid = uid("msg")
-    return MessageEvent(
-        correlation_id=mid,
-        producer="intake",
-        kind=kind,
-        source="generic",
-        source_event_id=mid,
-        message_id=mid,
-        ticket_id=ticket,
-        conversation_id="conv-" + ticket,
-        shop_id="shop-two",
-        channel=Channel.chat,
-        author_role=AuthorRole.customer,
-        text=TEXT if kind is MessageKind.message_created else None,
-        received_at=utcnow(),
-    )
+    text = TEXT if kind is MessageKind.message_created else None
+    return message_event(ticket, kind=kind, text=text, shop="shop-two")
 
 
 def messages_partitions(app: Any) -> int:

@@ -30,7 +30,7 @@ from shared.events import (
     load,
     utcnow,
 )
-from tests.helpers import uid
+from tests.helpers import message_event, uid
 
 pytestmark = pytest.mark.integration
 
@@ -85,23 +85,7 @@ def message(
     kind: MessageKind = MessageKind.message_created,
     at: datetime | None = None,
 ) -> MessageEvent:
-    at = at or utcnow()
-    mid = uid("msg")
-    return MessageEvent(
-        correlation_id=mid,
-        producer="intake",
-        occurred_at=at,
-        kind=kind,
-        source="generic",
-        source_event_id=mid,
-        message_id=mid,
-        ticket_id=ticket,
-        conversation_id="conv-" + ticket,
-        shop_id="shop-1",
-        channel=Channel.chat,
-        author_role=role,
-        received_at=max(at, utcnow()),
-    )
+    return message_event(ticket, kind=kind, role=role, at=at)
 
 
 def routed(

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.events import AuthorRole, Channel, MessageEvent, MessageKind, dump, utcnow
+from shared.events import MessageEvent, dump, utcnow
 from shared.localstack import ROOT, ServiceProc, free_port
-from tests.helpers import TopicReader, uid
+from tests.helpers import TopicReader, message_event, uid
 
 pytestmark = pytest.mark.integration
 
@@ -53,23 +53,7 @@ async def ready(p: ServiceProc, timeout: float = 60) -> None:
 
 
 def customer_message(ticket: str) -> MessageEvent:
-    mid = uid("msg")
-    now = utcnow()
-    return MessageEvent(
-        correlation_id=mid,
-        producer="intake",
-        occurred_at=now,
-        kind=MessageKind.message_created,
-        source="generic",
-        source_event_id=mid,
-        message_id=mid,
-        ticket_id=ticket,
-        conversation_id="conv-" + ticket,
-        shop_id="shop-1",
-        channel=Channel.chat,
-        author_role=AuthorRole.customer,
-        received_at=now,
-    )
+    return message_event(ticket)
 
 
 async def send(bootstrap: str, tickets: list[str]) -> None:
