@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from fastapi import FastAPI, Response
@@ -30,6 +31,8 @@ from shared.outbox import OutboxRelay, leads
 from shared.settings import ServiceSettings
 
 log = get_logger(__name__)
+
+_S = TypeVar("_S", bound=ServiceSettings)
 
 Job = Callable[[], Awaitable[None]]
 
@@ -308,3 +311,23 @@ def serve(app: FastAPI, settings: ServiceSettings, service: str) -> None:
 
     setup_logging(service, settings.log_level, settings.log_format)
     uvicorn.run(app, **uvicorn_options(settings))
+
+
+def main(
+    service: str,
+    settings: _S,
+    build: Callable[[_S], FastAPI],
+    config_error: type[Exception],
+    what: str,
+) -> None:
+    """A service's entry point: build the app and serve it; a bad configuration file
+    (``build`` raises ``config_error``) refuses the start with exit status 2, saying
+    ``what`` is wrong and why, in the log and on stderr."""
+    try:
+        app = build(settings)
+    except config_error as exc:
+        setup_logging(service, settings.log_level, settings.log_format)
+        get_logger(service).error(f"refusing to start: {what}", reason=str(exc))
+        print(f"{service}: refusing to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    serve(app, settings, service)

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from shared.config_file import read_yaml, validation_reasons
 from shared.events import Category, EscalationEvent, EscalationReason, Priority, Tier
 
 GENERIC = "generic"  # the channel of NOTIFIER_GENERIC_WEBHOOK_URL; reserved name
@@ -179,22 +179,27 @@ def _substitute(value: Any, env: Mapping[str, str], where: str) -> Any:
     return value
 
 
-def parse_routes(text: str, env: Mapping[str, str] | None = None) -> RoutesConfig:
-    """Parse and validate; raise ``RoutesError`` with a reason a person can act on."""
+def parse_routes(
+    text: str, env: Mapping[str, str] | None = None, path: str = "routes"
+) -> RoutesConfig:
+    """Parse and validate; raise ``RoutesError`` with a reason a person can act on, naming
+    the line of each problem."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RoutesError(f"not valid YAML: {exc}") from None
+        raw, root = read_yaml(text, path)
+    except ValueError as exc:
+        raise RoutesError(str(exc)) from None
     if not isinstance(raw, dict):
-        raise RoutesError("the routes file must be a mapping with `channels` and `routes`")
+        raise RoutesError(
+            f"{path}:1: the routes file must be a mapping with `channels` and `routes`"
+        )
     raw = _substitute(raw, os.environ if env is None else env, "routes")
     try:
         return RoutesConfig.model_validate(raw)
     except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'routes'}: {e['msg']}" for e in exc.errors()
-        )
-        raise RoutesError(reasons) from None
+        # Values are not shown: after substitution they may hold tokens and webhook secrets.
+        raise RoutesError(
+            validation_reasons(exc, path, root, "routes", show_values=False)
+        ) from None
 
 
 def load_routes(path: Path, env: Mapping[str, str] | None = None) -> RoutesConfig:
@@ -202,7 +207,4 @@ def load_routes(path: Path, env: Mapping[str, str] | None = None) -> RoutesConfi
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RoutesError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        return parse_routes(text, env)
-    except RoutesError as exc:
-        raise RoutesError(f"{path}: {exc}") from None
+    return parse_routes(text, env, str(path))

@@ -1,15 +1,9 @@
-import sys
+"""router: classifies every message, decides priority and tier, assigns an agent."""
 
 from services.router.app import build
 from services.router.classify.rules import RulesError
 from services.router.settings import RouterSettings
-from shared.service import serve
+from shared.service import main
 
 if __name__ == "__main__":
-    settings = RouterSettings()
-    try:
-        app = build(settings)
-    except RulesError as exc:
-        print(f"router: refusing to start: {exc}", file=sys.stderr)
-        sys.exit(2)
-    serve(app, settings, "router")
+    main("router", RouterSettings(), build, RulesError, "bad rules file")

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from services.sla_watch.domain import Calendar, ClockPolicy
+from shared.config_file import read_yaml, validation_reasons
 from shared.events import Category, Channel, ClockName, Priority, Tier
 
 
@@ -238,10 +239,14 @@ DEFAULT: dict[str, Any] = {
 }
 
 
-def parse_policies(data: object) -> Policies:
+def parse_policies(data: object, path: str = "", root: yaml.Node | None = None) -> Policies:
+    """Validate policies; a refusal names each problem, with the file and line when
+    ``path`` (and the YAML node tree ``root``) are given."""
     try:
         return compile_policies(PolicyFile.model_validate(data))
     except ValidationError as exc:
+        if path:
+            raise PolicyError(validation_reasons(exc, path, root, "(file)")) from None
         reasons = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {e['msg']}"
             + (f" (got {e['input']!r})" if isinstance(e.get("input"), str | int | float) else "")
@@ -259,8 +264,14 @@ def load_policies(path: str | Path | None) -> Policies:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"cannot read SLA policy file {p}: {exc.strerror}") from None
+    if p.suffix == ".toml":  # no lines: the reasons name the file and the keys
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(f"SLA policy file {p} is not valid TOML: {exc}") from None
+        return parse_policies(data, str(p))
     try:
-        data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise PolicyError(f"SLA policy file {p} is not valid {p.suffix or 'YAML'}: {exc}") from None
-    return parse_policies(data)
+        data, root = read_yaml(text, str(p))
+    except ValueError as exc:
+        raise PolicyError(str(exc)) from None
+    return parse_policies(data, str(p), root)

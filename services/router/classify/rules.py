@@ -13,11 +13,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shared.config_file import error_loc, located, read_yaml
 from shared.events import Category, Priority, Tier
 
 
@@ -169,59 +170,16 @@ class RulesFile(_Strict):
         return v
 
 
-# --------------------------------------------------------------------------- line mapping
-
-
-def _node_at(root: yaml.Node, loc: Sequence[int | str]) -> yaml.Node:
-    """The deepest YAML node along a pydantic error location."""
-    node = root
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = next(
-                (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part),
-                None,
-            )
-            if nxt is None:
-                # An unknown key: point at the key itself.
-                key = next(
-                    (
-                        k
-                        for k, _ in node.value
-                        if isinstance(k, yaml.ScalarNode) and k.value == str(part)
-                    ),
-                    None,
-                )
-                return key if key is not None else node
-            node = nxt
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                return node
-            node = node.value[part]
-        else:
-            return node
-    return node
-
-
-def _where(loc: Sequence[int | str]) -> str:
-    return ".".join(str(p) for p in loc) or "(top)"
-
-
 def _fail(path: str, root: yaml.Node | None, loc: Sequence[int | str], reason: str) -> RulesError:
-    line = (_node_at(root, loc).start_mark.line + 1) if root is not None else 1
-    return RulesError(f"{path}:{line}: {_where(loc)}: {reason}")
+    return RulesError(located(path, root, loc, reason))
 
 
 def parse_rules(text: str, path: str = "<rules>") -> RulesFile:
     """Parse and validate a rules document; raise RulesError naming the line and reason."""
     try:
-        root = yaml.compose(text)
-        data: Any = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise RulesError(f"{path}:{line}: not valid YAML: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:  # pragma: no cover - unmarked YAML errors are rare
-        raise RulesError(f"{path}:1: not valid YAML: {exc}") from None
+        data, root = read_yaml(text, path)
+    except ValueError as exc:
+        raise RulesError(str(exc)) from None
     if root is None or not isinstance(data, dict):
         raise RulesError(f"{path}:1: the rules file must be a mapping (version, categories...)")
     try:
@@ -229,9 +187,8 @@ def parse_rules(text: str, path: str = "<rules>") -> RulesFile:
     except ValidationError as exc:
         errors = exc.errors()
         first = errors[0]
-        loc = [p for p in first["loc"] if isinstance(p, int | str)]
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise _fail(path, root, loc, f"{first['msg']}{more}") from None
+        raise _fail(path, root, error_loc(first), f"{first['msg']}{more}") from None
     for loc, reason in _conflicts(rules):
         raise _fail(path, root, loc, reason)
     return rules
