@@ -22,7 +22,7 @@ venv: $(STAMP) ## Create .venv and install the locked dependencies (done by ever
 
 lock: ## Re-resolve requirements.lock from pyproject.toml
 	@test -x $(BIN)/uv || ($(PY) -m venv $(VENV) && $(BIN)/python -m pip install -q "uv==0.13.9")
-	$(BIN)/uv pip compile -q pyproject.toml --extra local --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile -q pyproject.toml --extra local --extra dev --extra train --python-version 3.11 -o requirements.lock
 
 run: $(STAMP) ## Run the whole stack locally (embedded PostgreSQL + Tansu broker + four services); Ctrl-C stops it
 	$(BIN)/python -m shared.localstack run
@@ -63,6 +63,9 @@ bench-sla: $(STAMP) ## Benchmark: N open SLA clocks (N=10000,100000 default; N=1
 eval-router: $(STAMP) ## Router classification vs the labelled set: per-category P/R/F1, macro-F1, confusion matrices, threats below L2; fresh sets on their own lines (the held-out one: its line only)
 	$(BIN)/python -m services.router.eval.report $(if $(VERBOSE),,--quiet)
 
+train-router: $(STAMP) ## Retrain the router's threat second opinion (character n-grams, scikit-learn) on the studied evaluation sets, print its cross-validated figures and write services/router/classify/threat_model.json (deterministic)
+	$(BIN)/python -m services.router.eval.train_threat
+
 bench-router-decide: $(STAMP) ## Benchmark: pure routing decisions/s on one core (uncached, never-repeating and cached texts) vs a bare rjieba cut of the same texts (BENCH_SECONDS)
 	$(BIN)/python bench/router_decide.py
 
@@ -100,4 +103,4 @@ asyncapi: $(STAMP) ## Regenerate docs/asyncapi.json from the event schemas in sh
 clean: ## Remove the virtual environment and local stack data
 	rm -rf $(VENV) .local
 
-.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake bench-sla eval-router bench-router-decide bench-router bench demo load chaos
+.PHONY: help venv lock run run-observed migrate test test-ops ensure-promtool test-unit test-slow lint fmt asyncapi clean bench-notifier bench-intake bench-sla eval-router train-router bench-router-decide bench-router bench demo load chaos

@@ -14,6 +14,9 @@ steps below is fixed here.
    account) to the bot, the rest to L1; a signal's tier, a conversation that came back
    twice and an escalation move it up; a threat or safety report is urgent and never below
    L2, whatever the category (checked last, after every other step).
+4. Second opinion (when the rules file enables it): a small trained model that reads a
+   threat or safety report the rules did not find makes the message urgent and L2; it only
+   ever raises, and keeps the category.
 """
 
 from __future__ import annotations
@@ -125,6 +128,7 @@ def decide(inp: DecisionInput, classifier: Classifier | None = None) -> Decision
         inp.vip_level if inp.vip_level >= ctx.vip_level_raises else 0,
         str(amount) if amount is not None and amount >= ctx.order_amount_raises else "",
         inp.escalated,
+        c.second_opinion.evidence if c.second_opinion is not None else None,
     )
     cache = clf.decisions
     d = cache.get(key)
@@ -237,6 +241,21 @@ def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
         if priority is not Priority.urgent:
             priority = Priority.urgent
             reasons.append("urgent: a threat or safety report is always urgent")
+        if tier is not Tier.L2:
+            tier = Tier.L2
+            reasons.append("second line: a threat or safety report always goes to L2")
+    opinion = c.second_opinion
+    if opinion is not None and not threat:
+        # The second opinion (classify/second_opinion.py): a trained model reads a threat or
+        # safety report the rules did not find. It only raises: urgent, L2, the category kept.
+        threat = True
+        risk_signals.append("threat")
+        words = "”, “".join(opinion.evidence)
+        reasons.append(
+            "urgent: a second opinion (a model trained on labelled messages) reads this as a"
+            f" threat or a safety report (“{words}”)"
+        )
+        priority = Priority.urgent
         if tier is not Tier.L2:
             tier = Tier.L2
             reasons.append("second line: a threat or safety report always goes to L2")

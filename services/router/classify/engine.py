@@ -22,7 +22,21 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from services.router.classify.rules import Hit, Matcher, RulesFile, SignalRule, Target
+from services.router.classify.rules import (
+    Hit,
+    Matcher,
+    RulesError,
+    RulesFile,
+    SignalRule,
+    Target,
+)
+from services.router.classify.second_opinion import (
+    MODEL_FILE,
+    Scorer,
+    SecondOpinion,
+    ThreatModel,
+    model_text,
+)
 from services.router.classify.text import Tokenizer, Tokens
 from shared.events import Category
 
@@ -51,6 +65,9 @@ class Classification:
     anger: float
     exclamations: int
     tokens: Tokens
+    second_opinion: SecondOpinion | None = None
+    """The trained model reads a threat or safety report the rules did not find (only
+    when the rules' ``second_opinion`` is enabled and no threat signal fired)."""
 
 
 # A fallback entry: (term, the term in homophone-group characters, target).
@@ -185,6 +202,15 @@ class Classifier:
         self._statuses = {st for s in rules.signals.values() for st in s.order_status}
         self._cache: dict[tuple[str, bool, str], Classification] = {}
         self._cache_max = 50_000
+        so = rules.second_opinion
+        self._scorer: Scorer | None = None
+        if so.enabled:
+            try:
+                self._scorer = Scorer(ThreatModel.load(MODEL_FILE, so.threshold))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise RulesError(
+                    f"{MODEL_FILE}:0: second_opinion is enabled but its model cannot be read: {exc}"
+                ) from None
         # ``decide``'s decisions per classification outcome and context (not per text).
         self.decisions: dict[tuple[object, ...], Any] = {}
 
@@ -475,6 +501,13 @@ class Classifier:
             category = min(scores, key=lambda c: (-scores[c], rank[c]))
         else:
             category = Category.other
+        opinion = None
+        if (
+            self._scorer is not None
+            and toks.language != "en"
+            and not any(h.rule.threat for h in signals)
+        ):
+            opinion = self._scorer(model_text(words))
         return Classification(
             category=category,
             category_terms=tuple(dict.fromkeys(cat_terms.get(category, ()))),
@@ -483,4 +516,5 @@ class Classifier:
             anger=anger_f,
             exclamations=toks.exclamations,
             tokens=toks,
+            second_opinion=opinion,
         )

@@ -135,6 +135,21 @@ class TierRules(_Strict):
     second_line_categories: list[Category] = Field(default_factory=list)
 
 
+class SecondOpinionRules(_Strict):
+    enabled: bool = Field(
+        default=False,
+        description="a trained model (classify/threat_model.json) may raise a message the "
+        "rules did not take as a threat to urgent / L2; it never lowers anything",
+    )
+    threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="the model's probability from which it raises; the one chosen by "
+        "cross-validation in training when unset (lower raises more)",
+    )
+
+
 class RulesFile(_Strict):
     version: Literal[1]
     aliases: dict[str, str] = Field(default_factory=dict)
@@ -148,6 +163,7 @@ class RulesFile(_Strict):
     priority_floor: dict[Category, Priority] = Field(default_factory=dict)
     context: ContextRules = Field(default_factory=ContextRules)
     tiers: TierRules = Field(default_factory=TierRules)
+    second_opinion: SecondOpinionRules = Field(default_factory=SecondOpinionRules)
 
     @field_validator("families")
     @classmethod

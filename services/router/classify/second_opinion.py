@@ -1,0 +1,129 @@
+"""A second opinion on threats and safety reports: a small trained model that can only raise.
+
+The rules find threats and safety reports by their words, families and patterns; customers
+who never read the rules name outside parties and harm in words no list holds. This is a
+logistic regression over the character n-grams (1 to 3 characters) of the classifier's
+normalised text (full-width to half-width, lower case, traditional to simplified, numbers
+read as digits, order numbers removed, pinyin read as the word), trained on the studied
+evaluation sets by ``services/router/eval/train_threat.py`` (``make train-router``) and
+exported to ``threat_model.json`` beside this file: n-gram -> weight, a bias and a
+threshold. Scoring it is plain Python: the text's n-grams, one dictionary look-up each, a
+sum. scikit-learn is needed only to train.
+
+When the score passes the threshold and the rules found no threat, ``decide`` makes the
+message urgent and second line with the reason in plain words (docs/routing-rules.md,
+"Second opinion"); it never lowers anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain, repeat
+from pathlib import Path
+
+MODEL_FILE = Path(__file__).with_name("threat_model.json")
+EVIDENCE_MAX = 3
+_join = operator.add
+
+
+def model_text(words: Sequence[str]) -> str:
+    """The text the model reads: the classifier's words joined without spaces, so that the
+    n-grams do not depend on where the cutter cut. Only Chinese and mixed messages are read
+    (no English row of the studied sets is a threat: the model has nothing to go by)."""
+    return "".join(words)
+
+
+def ngrams(text: str, lo: int = 1, hi: int = 3) -> Iterator[str]:
+    """Every character n-gram of ``text``, ``lo`` to ``hi`` characters (the model counts
+    each distinct one once: ``set`` of this; the same function for training and scoring).
+    The shipped range (1-3) is built with C-level loops (``map``), about twice as fast as a
+    comprehension over slices."""
+    if lo == 1 and hi == 3:
+        pairs = list(map(_join, text, text[1:]))
+        return chain(text, pairs, map(_join, pairs, text[2:]))
+    return (text[i : i + k] for k in range(lo, hi + 1) for i in range(len(text) - k + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class SecondOpinion:
+    """The model's reading of a message that passed its threshold."""
+
+    probability: float
+    evidence: tuple[str, ...]
+    """The strongest n-grams that fired, longest first where they overlap."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThreatModel:
+    weights: Mapping[str, float]
+    bias: float
+    threshold: float
+    """A probability: the message is read as a threat when the model's is at least this."""
+    lo: int = 1
+    hi: int = 3
+
+    @classmethod
+    def from_json(cls, text: str, threshold: float | None = None) -> ThreatModel:
+        """The exported model (``threshold`` overrides the one chosen in training)."""
+        d = json.loads(text)
+        lo, hi = (int(x) for x in d["ngram_range"])
+        weights = {str(k): float(v) for k, v in d["weights"].items()}
+        thr = float(d["threshold"]) if threshold is None else threshold
+        if not 0.0 < thr < 1.0:
+            raise ValueError(f"threshold {thr} must be between 0 and 1")
+        if not 1 <= lo <= hi:
+            raise ValueError(f"ngram_range {lo}..{hi} is not a range of lengths")
+        return cls(weights=weights, bias=float(d["bias"]), threshold=thr, lo=lo, hi=hi)
+
+    @classmethod
+    def load(cls, path: Path = MODEL_FILE, threshold: float | None = None) -> ThreatModel:
+        return cls.from_json(path.read_text(encoding="utf-8"), threshold)
+
+
+class Scorer:
+    """A model ready to score: its weights' ``get`` and the threshold as a log-odds,
+    computed once."""
+
+    __slots__ = ("_cut", "_get", "model")
+
+    def __init__(self, model: ThreatModel) -> None:
+        self.model = model
+        self._get = model.weights.get
+        p = model.threshold
+        self._cut = math.log(p / (1.0 - p))
+
+    def logit(self, text: str) -> float:
+        """The model's log-odds for ``text``: the bias plus the weight of each distinct
+        n-gram it has (one dictionary look-up per n-gram, in C)."""
+        m = self.model
+        return m.bias + sum(map(self._get, set(ngrams(text, m.lo, m.hi)), repeat(0.0)))
+
+    def __call__(self, text: str) -> SecondOpinion | None:
+        """The second opinion on ``text`` when it reads as a threat or safety report, else
+        None. Pure: the same text and model always give the same answer."""
+        z = self.logit(text)
+        if z < self._cut:
+            return None
+        m = self.model
+        hits = m.weights.keys() & set(ngrams(text, m.lo, m.hi))
+        return SecondOpinion(round(1.0 / (1.0 + math.exp(-z)), 3), evidence(m, hits))
+
+
+def evidence(model: ThreatModel, hits: Iterable[str]) -> tuple[str, ...]:
+    """The strongest positive n-grams among ``hits``, for the reason: by weight, an n-gram
+    inside (or around) one already chosen skipped, longest first on equal footing."""
+    w = model.weights
+    ranked = sorted((g for g in hits if w[g] > 0), key=lambda g: (-w[g], -len(g), g))
+    multi = [g for g in ranked if len(g) > 1] or ranked
+    chosen: list[str] = []
+    for g in multi:
+        if any(g in c or c in g for c in chosen):
+            continue
+        chosen.append(g)
+        if len(chosen) == EVIDENCE_MAX:
+            break
+    return tuple(chosen)

@@ -1,0 +1,176 @@
+"""The threat second opinion (services/router/classify/second_opinion.py): a trained model
+that may only raise a decision to urgent / L2, never lower anything; the committed model is
+what ``make train-router`` gives from the studied sets."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.router.classify import Classifier, RulesError, load_rules, parse_rules
+from services.router.classify.rules import SecondOpinionRules
+from services.router.classify.second_opinion import MODEL_FILE, ThreatModel, ngrams
+from services.router.domain import DEFAULT_RULES_FILE, Decision, DecisionInput, decide
+from services.router.eval.report import load_rows
+from services.router.eval.train_threat import STUDIED_FILES, train
+from shared.events import Priority, Tier
+
+_PRI = {Priority.normal: 0, Priority.important: 1, Priority.urgent: 2}
+_TIER = {Tier.bot: 0, Tier.L1: 1, Tier.L2: 2}
+THREAT_SIGNALS = {
+    "threat_regulator",
+    "threat_media",
+    "threat_legal",
+    "threat_platform",
+    "chargeback",
+    "safety",
+}
+
+# Written for this test (no evaluation set holds them): what the rules do not take as a
+# threat or a safety report and the model does.
+MISSED_BY_RULES = [
+    "小孩把玩具上的小珠子塞嘴里了，吓得我赶紧抠出来",  # a child with a small part in the mouth
+    "充电的时候插头那里滋滋响还有一股塑料味",  # a plug fizzing and smelling of plastic
+    "我要找相关部门反映一下你们这种行为",  # going to "the relevant department"
+]
+# Hard negatives with risk-like words: nobody is threatened and nothing happened.
+HARD_NEGATIVES = [
+    "请问这个充电宝能带上飞机吗",
+    "这款电暖器会不会起火啊，想买一个",
+    "律师事务所要开发票，抬头怎么写",
+    "烟雾报警器怎么安装",
+]
+
+
+def _rules(**second: object) -> Classifier:
+    rules = load_rules(DEFAULT_RULES_FILE)
+    return Classifier(
+        rules.model_copy(update={"second_opinion": SecondOpinionRules.model_validate(second)})
+    )
+
+
+@pytest.fixture(scope="module")
+def off() -> Classifier:
+    return _rules(enabled=False)
+
+
+@pytest.fixture(scope="module")
+def on() -> Classifier:
+    return _rules(enabled=True)
+
+
+def test_the_shipped_rules_enable_it() -> None:
+    assert load_rules(DEFAULT_RULES_FILE).second_opinion.enabled
+
+
+def test_committed_model_is_what_training_gives() -> None:
+    """Retrain from the studied sets: the committed file must be byte for byte the result
+    (change a studied set or the training and forget `make train-router`: this fails)."""
+    text, report = train()
+    assert text == MODEL_FILE.read_text(encoding="utf-8")
+    for name in STUDIED_FILES:
+        assert name in report
+
+
+def _assert_only_raised(before: Decision, after: Decision) -> None:
+    assert after.category is before.category
+    assert _PRI[after.priority] >= _PRI[before.priority]
+    assert _TIER[after.tier] >= _TIER[before.tier]
+    assert set(before.risk_signals) <= set(after.risk_signals)
+    assert after.reasons[: len(before.reasons)] == before.reasons
+    if THREAT_SIGNALS & set(before.risk_signals):
+        assert after == before  # the rules found a threat: the model has nothing to say
+    if after != before:
+        assert "threat" in after.risk_signals
+        assert (after.priority, after.tier) == (Priority.urgent, Tier.L2)
+        assert any(r.startswith("urgent: a second opinion") for r in after.reasons)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.05])
+def test_it_only_raises(off: Classifier, threshold: float | None) -> None:
+    """Every studied and main-set message under several contexts: never a lower priority or
+    tier, never a threat signal removed, the category kept; with the model's own threshold
+    and with one so low that it raises most messages."""
+    clf = _rules(enabled=True, threshold=threshold)
+    rows = load_rows((*STUDIED_FILES, "en_bitext.jsonl", "en_bitext_holdout.jsonl"))
+    inputs = [r.decision_input() for r in rows]
+    inputs += [DecisionInput(t) for t in MISSED_BY_RULES + HARD_NEGATIVES]
+    raised = 0
+    for ctx in ({}, {"vip_level": 5}, {"order_amount": Decimal(2000)}, {"reopen_count": 2}):
+        for inp in inputs:
+            inp = replace(inp, **ctx)  # type: ignore[arg-type]
+            before, after = decide(inp, off), decide(inp, clf)
+            _assert_only_raised(before, after)
+            raised += after != before
+    assert raised >= (100 if threshold else len(MISSED_BY_RULES) * 4)
+
+
+@pytest.mark.parametrize("text", MISSED_BY_RULES)
+def test_a_threat_the_rules_miss_is_raised(off: Classifier, on: Classifier, text: str) -> None:
+    before = decide(DecisionInput(text), off)
+    assert before.tier is not Tier.L2 or before.priority is not Priority.urgent
+    after = decide(DecisionInput(text), on)
+    assert (after.priority, after.tier) == (Priority.urgent, Tier.L2)
+    assert after.category is before.category
+    assert "threat" in after.risk_signals
+    reason = next(r for r in after.reasons if "second opinion" in r)
+    quoted = reason.split("(“", 1)[1].rstrip("”)").split("”, “")
+    assert quoted and all(g in text for g in quoted), reason
+
+
+@pytest.mark.parametrize("text", HARD_NEGATIVES)
+def test_a_hard_negative_stays_put(off: Classifier, on: Classifier, text: str) -> None:
+    assert decide(DecisionInput(text), on) == decide(DecisionInput(text), off)
+    assert decide(DecisionInput(text), on).priority is Priority.normal
+
+
+def test_switched_off_or_threshold_raised_nothing_changes(off: Classifier) -> None:
+    strict = _rules(enabled=True, threshold=0.999)
+    for text in MISSED_BY_RULES:
+        inp = DecisionInput(text)
+        assert decide(inp, strict) == decide(inp, off)
+
+
+def test_english_is_not_read() -> None:
+    """No English row of the studied sets is a threat: the model is not asked."""
+    clf = _rules(enabled=True, threshold=0.001)
+    assert clf.classify("my kid swallowed a tiny part of the toy").second_opinion is None
+    assert clf.classify("孩子吞了一个小零件").second_opinion is not None
+
+
+def test_a_bad_setting_is_refused_with_its_line() -> None:
+    text = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
+    assert "second_opinion:\n  enabled: true" in text
+    bad = text.replace("second_opinion:\n  enabled: true", "second_opinion:\n  threshold: 1.5")
+    line = bad.splitlines().index("  threshold: 1.5") + 1
+    with pytest.raises(RulesError, match=rf":{line}: second_opinion.threshold: "):
+        parse_rules(bad, "rules.yaml")
+
+
+def test_an_unreadable_model_refuses_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object, **__: object) -> ThreatModel:
+        raise ValueError("threshold 0 must be between 0 and 1")
+
+    monkeypatch.setattr(ThreatModel, "load", broken)
+    with pytest.raises(RulesError, match="second_opinion is enabled but its model"):
+        _rules(enabled=True)
+
+
+@given(st.text(alphabet="我要投诉ab 1，", max_size=12))
+def test_ngrams_are_every_slice_of_one_to_three(text: str) -> None:
+    want = [text[i : i + k] for k in (1, 2, 3) for i in range(len(text) - k + 1)]
+    assert sorted(ngrams(text)) == sorted(want)  # every occurrence, the fast way
+    assert sorted(ngrams(text, 2, 2)) == sorted(g for g in want if len(g) == 2)
+
+
+def test_model_file_reads_back() -> None:
+    model = ThreatModel.load()
+    assert 0 < model.threshold < 1
+    assert (model.lo, model.hi) == (1, 3)
+    assert len(model.weights) > 1000
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        ThreatModel.load(threshold=1.0)
