@@ -46,6 +46,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
     accepted_ids: list[str] = field(default_factory=list)
+    client_cpu: float | None = None  # CPU seconds of the load client over the run
 
     def pct(self, q: float) -> float:
         if not self.latencies:
@@ -67,7 +68,14 @@ class Result:
             f"{self.name:<22} {self.rate:>9.0f}/s  p50 {self.pct(0.5):>7.1f} ms"
             f"  p99 {self.pct(0.99):>7.1f} ms  p99.9 {self.pct(0.999):>7.1f} ms"
             f"  ok {self.ok}/{self.due}  errors {self.errors} {dict(other) if other else ''}"
+            + (f"  client CPU {self.client_us:.1f} µs/req" if self.client_cpu is not None else "")
         )
+
+    @property
+    def client_us(self) -> float:
+        """The load client's CPU per request offered, in µs (user + system, whole process:
+        the client is all that runs in it during the load)."""
+        return (self.client_cpu or 0.0) / max(self.due, 1) * 1e6
 
 
 def make_bodies(n: int, run: str) -> list[tuple[str, bytes]]:
@@ -160,12 +168,14 @@ async def http_load(
             writer.close()
 
     workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    cpu = time.process_time()
     start = time.perf_counter()
     await _dispatch(len(reqs), rate, queue)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(drain_timeout):
             await all_done.wait()
     res.elapsed = time.perf_counter() - start
+    res.client_cpu = time.process_time() - cpu
     for w in workers:
         w.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
@@ -454,11 +464,13 @@ def main() -> int:
                 "p99 ms": intake_r.pct(0.99),
                 "missing": missing,
                 "duplicates": dup,
+                "load client CPU µs/req": intake_r.client_us,
             },
             {
                 "bare 202/s": bare_r.rate,
                 "bare p99 ms": bare_r.pct(0.99),
                 "raw kafka/s": kafka_r.rate,
+                "bare load client CPU µs/req": bare_r.client_us,
             },
             "4000/s with p99 <= 50 ms: " + ("met" if target else "NOT met"),
         )
