@@ -161,16 +161,17 @@ def test_an_unreadable_model_refuses_the_start(monkeypatch: pytest.MonkeyPatch) 
 
 
 @given(st.text(alphabet="我要投诉ab 1，", max_size=12))
-def test_ngrams_are_every_slice_of_one_to_three(text: str) -> None:
+def test_ngrams_are_every_slice(text: str) -> None:
     want = [text[i : i + k] for k in (1, 2, 3) for i in range(len(text) - k + 1)]
-    assert sorted(ngrams(text)) == sorted(want)  # every occurrence, the fast way
-    assert sorted(ngrams(text, 2, 2)) == sorted(g for g in want if len(g) == 2)
+    assert sorted(ngrams(text)) == sorted(g for g in want if len(g) <= 2)  # the fast way
+    assert sorted(ngrams(text, 1, 3)) == sorted(want)
+    assert sorted(ngrams(text, 2, 3)) == sorted(g for g in want if len(g) >= 2)
 
 
 def test_model_file_reads_back() -> None:
     model = ThreatModel.load()
     assert 0 < model.threshold < 1
-    assert (model.lo, model.hi) == (1, 3)
+    assert (model.lo, model.hi) == (1, 2)
     assert len(model.weights) > 1000
     with pytest.raises(ValueError, match="between 0 and 1"):
         ThreatModel.load(threshold=1.0)

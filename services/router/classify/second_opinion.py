@@ -2,7 +2,7 @@
 
 The rules find threats and safety reports by their words, families and patterns; customers
 who never read the rules name outside parties and harm in words no list holds. This is a
-logistic regression over the character n-grams (1 to 3 characters) of the classifier's
+logistic regression over the characters and character pairs of the classifier's
 normalised text (full-width to half-width, lower case, traditional to simplified, numbers
 read as digits, order numbers removed, pinyin read as the word), trained on the studied
 evaluation sets by ``services/router/eval/train_threat.py`` (``make train-router``) and
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -27,24 +28,29 @@ from pathlib import Path
 
 MODEL_FILE = Path(__file__).with_name("threat_model.json")
 EVIDENCE_MAX = 3
+_LATIN = re.compile(r"[a-z]+")
+_HAS_LATIN = re.compile(r"[a-z]")
 _join = operator.add
 
 
 def model_text(words: Sequence[str]) -> str:
-    """The text the model reads: the classifier's words joined without spaces, so that the
-    n-grams do not depend on where the cutter cut. Only Chinese and mixed messages are read
-    (no English row of the studied sets is a threat: the model has nothing to go by)."""
-    return "".join(words)
+    """The text the model reads: the classifier's words joined without spaces (so that the
+    n-grams do not depend on where the cutter cut), Latin letters dropped. Only Chinese and
+    mixed messages are read, and of those not the English: no English row of the studied
+    sets is a threat, so the model has nothing to go by there, and a long English text
+    with a Chinese greeting would cost n-grams for nothing (pinyin and abbreviations such as
+    tousu, dy or chargeback are the rules' words)."""
+    text = "".join(words)
+    return _LATIN.sub("", text) if _HAS_LATIN.search(text) else text
 
 
-def ngrams(text: str, lo: int = 1, hi: int = 3) -> Iterator[str]:
+def ngrams(text: str, lo: int = 1, hi: int = 2) -> Iterator[str]:
     """Every character n-gram of ``text``, ``lo`` to ``hi`` characters (the model counts
     each distinct one once: ``set`` of this; the same function for training and scoring).
-    The shipped range (1-3) is built with C-level loops (``map``), about twice as fast as a
-    comprehension over slices."""
-    if lo == 1 and hi == 3:
-        pairs = list(map(_join, text, text[1:]))
-        return chain(text, pairs, map(_join, pairs, text[2:]))
+    Characters and pairs (the shipped model's range) are built with C-level loops (``map``),
+    faster than a comprehension over slices."""
+    if lo == 1 and hi == 2:
+        return chain(text, map(_join, text, text[1:]))
     return (text[i : i + k] for k in range(lo, hi + 1) for i in range(len(text) - k + 1))
 
 
@@ -64,7 +70,7 @@ class ThreatModel:
     threshold: float
     """A probability: the message is read as a threat when the model's is at least this."""
     lo: int = 1
-    hi: int = 3
+    hi: int = 2
 
     @classmethod
     def from_json(cls, text: str, threshold: float | None = None) -> ThreatModel:
