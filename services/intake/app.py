@@ -23,6 +23,7 @@ from services.intake.adapters.generic import GenericWebhookV1
 from services.intake.backpressure import Limits, LoadGuard
 from services.intake.batcher import GroupCommitter
 from services.intake.domain import PRODUCER, EventIds, invalid_fields, to_stored
+from services.intake.heap import freeze_startup_heap
 from services.intake.problems import PROBLEM_RESPONSES, problem
 from services.intake.settings import IntakeSettings
 from services.intake.store import accept
@@ -58,8 +59,15 @@ def build_adapters(settings: IntakeSettings) -> dict[str, SourceAdapter]:
 
 def build_worker() -> IntakeApp:
     """A worker of ``python -m services.intake``: its outbox relay runs in a process of its
-    own (``services/intake/relay.py``)."""
-    return build(relay_elsewhere=True)
+    own (``services/intake/relay.py``), and its start-up heap is frozen once the pool is
+    connected (``services/intake/heap.py``: no full collection walks it under load)."""
+    app = build(relay_elsewhere=True)
+
+    async def _freeze() -> None:
+        log.info("start-up heap frozen", objects=freeze_startup_heap())
+
+    app.state.runtime.on_ready(_freeze)
+    return app
 
 
 def build(settings: IntakeSettings | None = None, *, relay_elsewhere: bool = False) -> IntakeApp:

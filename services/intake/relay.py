@@ -26,6 +26,7 @@ import sys
 import threading
 
 from services.intake.domain import PRODUCER
+from services.intake.heap import freeze_startup_heap
 from services.intake.settings import IntakeSettings
 from shared import metrics
 from shared.logging import get_logger, setup_logging
@@ -54,7 +55,7 @@ async def run(settings: IntakeSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, relay.stop)
-    log.info("outbox relay process started")
+    log.info("outbox relay process started", frozen_objects=freeze_startup_heap())
     try:
         await relay.run()
     finally:

@@ -137,6 +137,10 @@ async def test_every_worker_reports_the_sum_and_the_relay(infra, intake: Service
     for _ in range(4):
         r = await scrape(intake, "/readyz")
         assert r.status_code == 200 and r.json()["checks"]["outbox_relay_leader"] is True
+    # Each worker froze its start-up heap once its pool was up, and so did the relay.
+    log_text = intake.log_file.read_text(errors="replace")
+    assert log_text.count("start-up heap frozen") == 2
+    assert log_text.count("frozen_objects") == 1
 
 
 async def test_relay_process_restarts_stops_and_dies_with_its_parent(
