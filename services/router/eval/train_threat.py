@@ -19,8 +19,9 @@ characters and character pairs (1-2-grams) of the Chinese, digits and punctuatio
 about the same and dearer to score, 2-3 or 2-4: much worse, adding the cut's words: no
 better), binary features (each distinct n-gram once) kept when seen in at least two
 messages, classes weighted to balance, C = 3 and a false-raise rate of 2 %: out of fold 84
-of 99 threats read, 9 of 474 other rows raised; a rate of 2.5 % or 3 % read one more but
-raised one of the unit tests' hand-written look-alikes (充电宝充电很慢, 我拍视频给你看看哪里坏了).
+of 99 threats read, 9 of 474 other rows raised; a rate of 2.5 % read none more and 3 %
+one more, but both raised one of the unit tests' hand-written look-alikes (充电宝充电很慢,
+我拍视频给你看看哪里坏了).
 
 scikit-learn is a training-only dependency (the ``train`` extra); the router scores the
 exported file with plain Python (``services/router/classify/second_opinion.py``).
