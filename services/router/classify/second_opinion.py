@@ -104,9 +104,12 @@ class Scorer:
 
     def logit(self, text: str) -> float:
         """The model's log-odds for ``text``: the bias plus the weight of each distinct
-        n-gram it has (one dictionary look-up per n-gram, in C)."""
+        n-gram it has (one dictionary look-up per n-gram, in C). Summed exactly (``fsum``):
+        a set's order changes with the process's string hashing, and a plain sum with it
+        in the last bit, so a message on the threshold would be read one way in one
+        process and the other way in the next."""
         m = self.model
-        return m.bias + sum(map(self._get, set(ngrams(text, m.lo, m.hi)), repeat(0.0)))
+        return m.bias + math.fsum(map(self._get, set(ngrams(text, m.lo, m.hi)), repeat(0.0)))
 
     def __call__(self, text: str) -> SecondOpinion | None:
         """The second opinion on ``text`` when it reads as a threat or safety report, else
