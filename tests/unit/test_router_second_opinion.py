@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from services.router.classify import Classifier, RulesError, load_rules, parse_rules
 from services.router.classify.rules import SecondOpinionRules
-from services.router.classify.second_opinion import MODEL_FILE, ThreatModel, ngrams
+from services.router.classify.second_opinion import (
+    MODEL_FILE,
+    Scorer,
+    ThreatModel,
+    model_text,
+    ngrams,
+)
 from services.router.domain import DEFAULT_RULES_FILE, Decision, DecisionInput, decide
 from services.router.eval.report import load_rows
 from services.router.eval.train_threat import STUDIED_FILES, train
@@ -166,6 +172,31 @@ def test_ngrams_are_every_slice(text: str) -> None:
     assert sorted(ngrams(text)) == sorted(g for g in want if len(g) <= 2)  # the fast way
     assert sorted(ngrams(text, 1, 3)) == sorted(want)
     assert sorted(ngrams(text, 2, 3)) == sorted(g for g in want if len(g) >= 2)
+
+
+def _same_reading(scorer: Scorer, words: tuple[str, ...]) -> None:
+    text = model_text(words)
+    vocab = scorer.model.weights.keys()
+    assert scorer.grams(words) & vocab == set(ngrams(text)) & vocab
+    assert scorer.read(words) == scorer(text)
+
+
+def test_words_read_as_their_joined_text(on: Classifier) -> None:
+    """The router reads a message from the n-grams kept per word of its cut; the same as the
+    n-grams of the joined text (what training saw), on every studied message."""
+    scorer = Scorer(ThreatModel.load(threshold=0.01))  # reads most: the evidence compared too
+    read = 0
+    for row in load_rows(STUDIED_FILES):
+        words = on.classify(row.text).tokens.words
+        _same_reading(scorer, words)
+        _same_reading(scorer, words)  # the second time from the kept words
+        read += scorer.read(words) is not None
+    assert read > 300
+
+
+@given(st.lists(st.text(alphabet="我要投诉了ab12，", max_size=4), max_size=6))
+def test_any_words_read_as_their_joined_text(words: list[str]) -> None:
+    _same_reading(Scorer(ThreatModel.load(threshold=0.01)), tuple(words))
 
 
 def test_model_file_reads_back() -> None:

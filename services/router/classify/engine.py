@@ -35,7 +35,6 @@ from services.router.classify.second_opinion import (
     Scorer,
     SecondOpinion,
     ThreatModel,
-    model_text,
 )
 from services.router.classify.text import Tokenizer, Tokens
 from shared.events import Category
@@ -507,7 +506,7 @@ class Classifier:
             and toks.language != "en"
             and not any(h.rule.threat for h in signals)
         ):
-            opinion = self._scorer(model_text(words))
+            opinion = self._scorer.read(words)
         return Classification(
             category=category,
             category_terms=tuple(dict.fromkeys(cat_terms.get(category, ()))),

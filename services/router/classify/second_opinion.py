@@ -90,35 +90,88 @@ class ThreatModel:
         return cls.from_json(path.read_text(encoding="utf-8"), threshold)
 
 
-class Scorer:
-    """A model ready to score: its weights' ``get`` and the threshold as a log-odds,
-    computed once."""
+# Per distinct word of the cut: the model's n-grams inside it (those of its vocabulary; the
+# others weigh nothing) and its first and last character, Latin letters dropped.
+_WordGrams = tuple[frozenset[str], str, str]
+_WORDS_MAX = 200_000
 
-    __slots__ = ("_cut", "_get", "model")
+
+class Scorer:
+    """A model ready to score: its weights' ``get``, the threshold as a log-odds, and the
+    n-grams of each distinct word seen (words repeat across messages even when texts do
+    not, so a new message costs a look-up per word and one character pair per word
+    boundary, not a slice per character)."""
+
+    __slots__ = ("_cut", "_get", "_words", "model")
 
     def __init__(self, model: ThreatModel) -> None:
         self.model = model
         self._get = model.weights.get
         p = model.threshold
         self._cut = math.log(p / (1.0 - p))
+        self._words: dict[str, _WordGrams] = {}
 
     def logit(self, text: str) -> float:
         """The model's log-odds for ``text``: the bias plus the weight of each distinct
-        n-gram it has (one dictionary look-up per n-gram, in C). Summed exactly (``fsum``):
-        a set's order changes with the process's string hashing, and a plain sum with it
-        in the last bit, so a message on the threshold would be read one way in one
-        process and the other way in the next."""
+        n-gram it has (one dictionary look-up per n-gram, in C)."""
         m = self.model
-        return m.bias + math.fsum(map(self._get, set(ngrams(text, m.lo, m.hi)), repeat(0.0)))
+        return self._sum(set(ngrams(text, m.lo, m.hi)))
+
+    def _sum(self, grams: set[str]) -> float:
+        # Summed exactly (fsum): a set's order changes with the process's string hashing,
+        # and a plain sum with it in the last bit, so a message on the threshold would be
+        # read one way in one process and the other way in the next.
+        return self.model.bias + math.fsum(map(self._get, grams, repeat(0.0)))
+
+    def grams(self, words: Sequence[str]) -> set[str]:
+        """The n-grams of ``model_text(words)`` that can weigh (the model's vocabulary, and
+        the character pairs across word boundaries), from the kept n-grams of each word."""
+        m = self.model
+        if (m.lo, m.hi) != (1, 2):  # a model of other lengths: from the text
+            return set(ngrams(model_text(words), m.lo, m.hi))
+        out: set[str] = set()
+        known = self._words
+        last = ""
+        for w in words:
+            info = known.get(w)
+            if info is None:
+                info = self._word(w)
+            inner, first, end = info
+            if first:
+                out.update(inner)
+                if last:
+                    out.add(last + first)
+                last = end
+        return out
+
+    def _word(self, word: str) -> _WordGrams:
+        clean = _LATIN.sub("", word) if _HAS_LATIN.search(word) else word
+        weights = self.model.weights
+        inner = frozenset(g for g in ngrams(clean) if g in weights)
+        info = (inner, clean[:1], clean[-1:])
+        if len(self._words) >= _WORDS_MAX:
+            self._words.clear()
+        self._words[word] = info
+        return info
+
+    def read(self, words: Sequence[str]) -> SecondOpinion | None:
+        """The second opinion on a message (its classifier's words) when the model reads a
+        threat or safety report in it, else None. Pure apart from the kept n-grams per word:
+        the same words and model always give the same answer, the same as
+        ``self(model_text(words))``."""
+        return self._opinion(self.grams(words))
 
     def __call__(self, text: str) -> SecondOpinion | None:
-        """The second opinion on ``text`` when it reads as a threat or safety report, else
-        None. Pure: the same text and model always give the same answer."""
-        z = self.logit(text)
+        """The second opinion on a text already joined (``model_text``)."""
+        m = self.model
+        return self._opinion(set(ngrams(text, m.lo, m.hi)))
+
+    def _opinion(self, grams: set[str]) -> SecondOpinion | None:
+        z = self._sum(grams)
         if z < self._cut:
             return None
         m = self.model
-        hits = m.weights.keys() & set(ngrams(text, m.lo, m.hi))
+        hits = m.weights.keys() & grams
         return SecondOpinion(round(1.0 / (1.0 + math.exp(-z)), 3), evidence(m, hits))
 
 
