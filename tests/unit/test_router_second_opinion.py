@@ -49,6 +49,8 @@ HARD_NEGATIVES = [
     "这款电暖器会不会起火啊，想买一个",
     "律师事务所要开发票，抬头怎么写",
     "烟雾报警器怎么安装",
+    "我的电话 138 1234 5678",  # digits are not read: 12315's pairs made this a threat
+    "电话 186 3123 4567",
 ]
 
 
