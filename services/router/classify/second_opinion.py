@@ -3,12 +3,12 @@
 The rules find threats and safety reports by their words, families and patterns; customers
 who never read the rules name outside parties and harm in words no list holds. This is a
 logistic regression over the characters and character pairs of the classifier's
-normalised text (full-width to half-width, lower case, traditional to simplified, numbers
-read as digits, order numbers removed, pinyin read as the word), trained on the studied
-evaluation sets by ``services/router/eval/train_threat.py`` (``make train-router``) and
-exported to ``threat_model.json`` beside this file: n-gram -> weight, a bias and a
-threshold. Scoring it is plain Python: the text's n-grams, one dictionary look-up each, a
-sum. scikit-learn is needed only to train.
+normalised text (full-width to half-width, lower case, traditional to simplified, order
+numbers removed, pinyin read as the word; the cut's words joined, Latin letters and digits
+dropped), trained on the studied evaluation sets by ``services/router/eval/train_threat.py``
+(``make train-router``) and exported to ``threat_model.json`` beside this file: n-gram ->
+weight, a bias and a threshold. Scoring it is plain Python: the n-grams (kept per word of
+the cut), one dictionary look-up each, a sum. scikit-learn is needed only to train.
 
 When the score passes the threshold and the rules found no threat, ``decide`` makes the
 message urgent and second line with the reason in plain words (docs/routing-rules.md,
