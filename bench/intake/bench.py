@@ -144,9 +144,10 @@ class OpenLoop:
 
     Built to cost little CPU, since it shares the cores with the service it measures:
     requests are built and signed before the clock starts; a fixed pool of non-blocking
-    keep-alive sockets on one epoll; one thread wakes once per ``tick`` (1 ms) and no more
-    often, reads every response that came in meanwhile, hands each due request to an idle
-    connection (or, when none is idle, to the first one that becomes so) and sleeps again.
+    keep-alive sockets on one epoll, used in turn; one thread wakes once per ``tick``
+    (1 ms) and no more often, reads every response that came in meanwhile, hands each due
+    request to the longest idle connection (or, when none is idle, to the first one that
+    becomes so) and sleeps again.
     Waking per tick rather than per response does not blur the latency: each response's
     time is the kernel's receive stamp of its last segment (SO_TIMESTAMPNS), not the
     moment the client got round to reading it. The response parser reads the status line
@@ -169,7 +170,9 @@ class OpenLoop:
         self.tick = tick
         self.ep = select.epoll()
         self.conns: dict[int, _Conn] = {}
-        self.idle: list[_Conn] = []
+        # idle connections, longest idle first: every connection is used in turn, none
+        # sits idle long enough for the server's keep-alive timeout to close it
+        self.idle: deque[_Conn] = deque()
         self.backlog: deque[int] = deque()  # due requests waiting for a connection
         self.missing = connections  # connections to (re)open
         self.done = 0
@@ -202,7 +205,7 @@ class OpenLoop:
                     retry = now + 0.1
             while i < n and t0 + i / rate <= now:
                 if idle:
-                    self.send(idle.pop(), i)
+                    self.send(idle.popleft(), i)
                 else:
                     backlog.append(i)
                 i += 1
