@@ -42,6 +42,8 @@ from shared.events import Category
 _NUMERAL = frozenset("0123456789一二两三四五六七八九十几第百千")
 # A Latin letter right next to a Chinese character: where half-pinyin words (发huo) can be.
 _TOUCH = re.compile(r"[a-z][\u3400-\u9fff]|[\u3400-\u9fff][a-z]")
+_LATIN = re.compile(r"[a-z]")
+_LATIN_WORD = re.compile(r"[a-z]+")
 
 
 def _all_han(word: str) -> bool:
@@ -104,6 +106,8 @@ class Classifier:
                 self._spaced[tuple(syllables)] = han
                 self._spaced_heads.add(tuple(syllables[:2]))
         self._mixed = mixed
+        # Whether every syllable is Latin letters only (then a text without one has none).
+        self._spaced_latin = all(_LATIN_WORD.fullmatch(s) for h in self._spaced for s in h)
         self._mixed_re = (
             re.compile(
                 "(?<![a-z])(?:"
@@ -232,13 +236,22 @@ class Classifier:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        if self._mixed_re is not None and not stripped.isascii() and _TOUCH.search(stripped):
+        # Half-pinyin words and pinyin typed syllable by syllable need a Latin letter: a
+        # text without one (most Chinese messages) skips both looks.
+        latin = _LATIN.search(stripped) is not None
+        if (
+            latin
+            and self._mixed_re is not None
+            and not stripped.isascii()
+            and _TOUCH.search(stripped)
+        ):
             mixed = self._mixed
             stripped = self._mixed_re.sub(lambda m: mixed[m.group(0)], stripped)
         toks = self.tokenizer.tokens_of(stripped, has_order)
         words = toks.words
         if (
-            self._spaced_heads
+            (latin or not self._spaced_latin)
+            and self._spaced_heads
             and len(words) > 1
             and toks.language != "en"
             and not self._spaced_heads.isdisjoint(itertools.pairwise(words))
@@ -495,7 +508,9 @@ class Classifier:
         if not scores and not signals and self._question is not None and "question" in present:
             scores[self._question] = 1.0
             cat_terms[self._question] = [f"a question (“{present['question']}”)"]
-        if scores:
+        if len(scores) == 1:
+            [category] = scores
+        elif scores:
             rank = self._rank
             category = min(scores, key=lambda c: (-scores[c], rank[c]))
         else:

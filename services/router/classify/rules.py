@@ -360,7 +360,7 @@ class Matcher:
         its "order" alone is not an order question)."""
         found: list[tuple[int, int, Hit]] = []
         known = self._words
-        aliases = self._aliases
+        alias = self._aliases.get
         for i, w in enumerate(words):
             info = known.get(w)
             if info is None:
@@ -368,7 +368,9 @@ class Matcher:
             for rest, h in info:
                 if not rest:
                     found.append((i, 1, h))
-                elif tuple(aliases.get(x, x) for x in words[i + 1 : i + 1 + len(rest)]) == rest:
+                    continue
+                nxt = words[i + 1 : i + 1 + len(rest)]
+                if len(nxt) == len(rest) and tuple(map(alias, nxt, nxt)) == rest:
                     found.append((i, 1 + len(rest), h))
         covered: set[int] = set()
         for i, n, h in found:

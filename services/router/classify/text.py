@@ -24,6 +24,9 @@ import rjieba
 USER_DICT = Path(__file__).with_name("userdict.txt")
 
 _ORDER_NO = re.compile(r"(?<![a-z0-9])(?:[a-z]{1,3}[-#]?)?#?\d{6,}(?![0-9])")
+# What every order number has (its own pattern, with a look-behind first, is dearer to run
+# over a text without one: about 3 us against 1 us for this).
+_SIX_DIGITS = re.compile(r"\d{6}")
 _HAN = re.compile(r"[\u3400-\u9fff]")
 _LATIN = re.compile(r"[a-z]")
 _FOUR_LATIN = re.compile(r"[a-z](?:[^a-z]*[a-z]){3}")
@@ -165,6 +168,8 @@ class Tokenizer:
         norm = self.normalise(text)
         if _NUMBER_SPAN.search(norm):
             norm = _NUMBER_SPAN.sub(_numbers, norm)
+        elif not _SIX_DIGITS.search(norm):  # no order number: a cheaper search than its own
+            return norm.strip(), False
         stripped, n_orders = _ORDER_NO.subn(" ", norm)
         return stripped.strip(), n_orders > 0
 
