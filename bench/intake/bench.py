@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -365,7 +366,10 @@ def http_load(
     rate: float,
     connections: int,
     drain_timeout: float = 60,
+    loaded: Callable[[], object] | None = None,
 ) -> Result:
+    """The open-loop load (see ``OpenLoop``); ``loaded`` is called after it, while its
+    connections are still open."""
     reqs = [http_request(path, b) for _, b in bodies]
     res = Result(name, due=len(reqs))
     client = OpenLoop(res, [event_id for event_id, _ in bodies], reqs, rate, port, connections)
@@ -379,6 +383,8 @@ def http_load(
         client.run(drain_timeout)
         res.elapsed = time.perf_counter() - client.t0
         res.client_cpu = time.process_time() - cpu
+        if loaded:
+            loaded()
     finally:
         gc.enable()
         gc.unfreeze()
@@ -500,6 +506,24 @@ def wrk_run(wrk: str, port: int, bodies: list[tuple[str, bytes]], seconds: float
     return out.stdout + out.stderr
 
 
+def connections_per_process(pid: int, port: int) -> list[int]:
+    """Established connections on ``port`` held by each process of the tree of ``pid``
+    (those with any), most first."""
+    import psutil
+
+    counts = []
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            held = sum(
+                1
+                for c in proc.net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+            )
+            if held:
+                counts.append(held)
+    return sorted(counts, reverse=True)
+
+
 def wait_http(port: int, proc: subprocess.Popen[bytes], path: str, timeout: float = 60) -> None:
     import httpx
 
@@ -615,6 +639,7 @@ def main() -> int:
         procs.append(intake)
         wait_http(intake_port, intake, "/readyz")
         bodies = make_bodies(n, f"intake-{run}")
+        per_worker: list[int] = []
         res = http_load(
             "intake (generic)",
             intake_port,
@@ -622,9 +647,13 @@ def main() -> int:
             bodies,
             args.rate,
             args.connections,
+            loaded=lambda: per_worker.extend(connections_per_process(intake.pid, intake_port)),
         )
         results.append(res)
         print(res.line(), flush=True)
+        # the workers share one listening socket: whichever wakes first accepts, so the
+        # split of the client's connections between them is luck (all on one, at worst)
+        print(f"  client connections per intake process: {per_worker}", flush=True)
         seen, missing, dup = uvloop.run(
             count_downstream(broker.bootstrap, pg.dsn, res.accepted_ids)
         )
