@@ -348,3 +348,50 @@ def test_traditional_to_simplified_leaves_simplified_text_alone() -> None:
     assert Tokenizer.normalise("投訴 消委會 爆炸了嗎") == "投诉 消委会 爆炸了吗"
     text = "我要投诉 12315 著名品牌 后来 发货了吗 头发 面条"
     assert Tokenizer.normalise(text) == text
+
+
+def test_normalising_by_character_is_exactly_nfkc() -> None:
+    """The fast path of ``Tokenizer.normalise`` (one character at a time) is exact: what its
+    characters become holds no character that canonical composition joins to the one before
+    it (the second of any two-character canonical decomposition) and no combining mark, and
+    random texts of those characters (and a few others) normalise as unicodedata does."""
+    import random
+    import sys
+    import unicodedata
+
+    from services.router.classify.text import (
+        _NFKC_BY_CHARACTER,
+        _NFKC_CHANGED,
+        _NFKC_RANGES,
+        _TRADITIONAL,
+        Tokenizer,
+        _nfkc_character,
+        _simplified,
+    )
+
+    seconds = set()
+    for c in range(sys.maxunicode + 1):
+        d = unicodedata.decomposition(chr(c)).split()
+        if len(d) == 2 and not d[0].startswith("<"):
+            seconds.add(chr(int(d[1], 16)))
+    kept = [
+        chr(c)
+        for lo, hi in _NFKC_RANGES
+        for c in range(lo, hi)
+        if _NFKC_BY_CHARACTER.fullmatch(chr(c))
+    ]
+    assert len(kept) > 27_000  # ASCII, CJK, punctuation and full-width forms take it
+    assert _NFKC_BY_CHARACTER.fullmatch("\u2017") is None  # becomes a space + a combining mark
+    for ch in kept:
+        out = unicodedata.normalize("NFKC", ch)
+        assert not seconds & set(out), ch
+        assert not any(unicodedata.combining(x) for x in out), ch
+        assert _NFKC_CHANGED.sub(_nfkc_character, ch) == out, ch
+    rng = random.Random(5)
+    others = ["e\u0301", "\u30ab\uff9e", "\u1100\u1161", "\u2017", "\u00e9"]
+    for _ in range(3_000):
+        text = "".join(rng.choice(kept) for _ in range(rng.randint(0, 12)))
+        if rng.random() < 0.2:
+            text += rng.choice(others)
+        expected = _TRADITIONAL.sub(_simplified, unicodedata.normalize("NFKC", text).lower())
+        assert Tokenizer.normalise(text) == " ".join(expected.split()), text
