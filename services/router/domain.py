@@ -120,7 +120,7 @@ def decide(inp: DecisionInput, classifier: Classifier | None = None) -> Decision
     key = (
         c.category,
         c.category_terms[:3],
-        tuple([(h.name, h.term) for h in c.signals]),
+        tuple([(h.name, h.term) for h in c.signals]) if c.signals else (),
         c.anger,
         c.exclamations >= ctx.exclamations_per_anger,
         c.tokens.language,

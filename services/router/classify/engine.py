@@ -519,7 +519,7 @@ class Classifier:
         if (
             self._scorer is not None
             and toks.language != "en"
-            and not any(h.rule.threat for h in signals)
+            and not (signals and any(h.rule.threat for h in signals))
         ):
             opinion = self._scorer.read(words)
         return Classification(
