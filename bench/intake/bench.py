@@ -651,8 +651,8 @@ def main() -> int:
         )
         results.append(res)
         print(res.line(), flush=True)
-        # the workers share one listening socket: whichever wakes first accepts, so the
-        # split of the client's connections between them is luck (all on one, at worst)
+        # each worker has a listening socket of its own (SO_REUSEPORT): the kernel hashes
+        # the client's connections over them, about half each
         print(f"  client connections per intake process: {per_worker}", flush=True)
         seen, missing, dup = uvloop.run(
             count_downstream(broker.bootstrap, pg.dsn, res.accepted_ids)

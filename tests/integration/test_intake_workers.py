@@ -2,7 +2,8 @@
 outbox relay in a process of its own. A scrape of either worker counts the webhooks both
 of them accepted and the rows the relay published (prometheus_client multiprocess mode);
 the workers' /readyz says whether the relay leads; the relay process is started again
-when it dies, stops with its parent, and dies with it."""
+when it dies, stops with its parent, and dies with it. Each worker listens on a socket of
+its own (SO_REUSEPORT), so new connections go to both."""
 
 from __future__ import annotations
 
@@ -53,6 +54,32 @@ def relay_children(parent: int) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+def workers(parent: int) -> list[psutil.Process]:
+    """uvicorn's worker processes (spawned by multiprocessing) of intake's process."""
+    return [
+        k
+        for k in psutil.Process(parent).children()
+        if "multiprocessing.spawn" in " ".join(k.cmdline())
+    ]
+
+
+def listening_sockets(pid: int, port: int) -> set[int]:
+    """Inodes of the TCP sockets listening on ``port`` that process ``pid`` holds."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                held.add(int(link[8:-1]))
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()  # local address (ip:port in hex), state (0A: LISTEN), inode
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                listening.add(int(f[9]))
+    return held & listening
 
 
 async def until(pred, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
@@ -179,3 +206,35 @@ async def test_relay_process_dies_with_a_killed_parent(intake: ServiceProc) -> N
         lambda: not relay.is_running() or relay.status() == psutil.STATUS_ZOMBIE,
         "the relay process ends with its parent",
     )
+
+
+async def test_each_worker_listens_on_its_own_socket_and_gets_connections(
+    intake: ServiceProc,
+) -> None:
+    await wait_ready(intake)
+    assert intake.proc is not None
+    parent = intake.proc.pid
+    pair = workers(parent)
+    assert len(pair) == 2
+    # One socket each (SO_REUSEPORT), none in the parent: not one socket shared by all.
+    own = [listening_sockets(w.pid, intake.port) for w in pair]
+    assert [len(s) for s in own] == [1, 1] and own[0] != own[1]
+    assert listening_sockets(parent, intake.port) == set()
+
+    # 64 fresh connections, each kept open after its request: the kernel hashes them over
+    # the two sockets (all 64 on one worker: probability 2**-63).
+    clients = [httpx.AsyncClient(base_url=intake.url) for _ in range(64)]
+    try:
+        answers = await asyncio.gather(*(c.get("/readyz") for c in clients))
+        assert [r.status_code for r in answers] == [200] * 64
+        held = [
+            sum(
+                1
+                for c in w.net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == intake.port
+            )
+            for w in pair
+        ]
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    assert sum(held) == 64 and min(held) > 0, held
