@@ -270,6 +270,39 @@ async def test_429_when_outbox_backlog_passes_its_bound(service_env, own_dsn, mo
         broker.stop()
 
 
+async def test_load_probe_counts_only_when_the_id_span_reaches_the_bound(pool):
+    """The probe takes the span of the producer's outbox ids as its backlog (an upper
+    bound) and counts the rows only once that span reaches the bound: another producer's
+    rows between its own widen the span without refusing anything."""
+    from services.intake.backpressure import Limits, LoadGuard
+
+    me, other = uid("probe"), uid("other")
+
+    async def add(producer: str, n: int) -> None:
+        await pool.execute(
+            "INSERT INTO outbox (producer, topic, payload)"
+            " SELECT $1, 'x', '\\x00'::bytea FROM generate_series(1, $2)",
+            producer,
+            n,
+        )
+
+    try:
+        await add(me, 1)
+        await add(other, 3)
+        await add(me, 1)  # intake's ids span 5, its backlog is 2
+        guard = LoadGuard(me, Limits(max_backlog=4, max_latency=60))
+        await guard.probe(pool)
+        assert (guard.backlog, guard.reason) == (2, None)
+        await add(me, 2)
+        await guard.probe(pool)
+        assert guard.backlog == 4 and guard.reason is not None and "backlog" in guard.reason
+        wide = LoadGuard(me, Limits(max_backlog=10, max_latency=60))
+        await wide.probe(pool)
+        assert (wide.backlog, wide.reason) == (7, None)  # the span, below the bound
+    finally:
+        await pool.execute("DELETE FROM outbox WHERE producer = ANY($1::text[])", [me, other])
+
+
 async def test_429_when_database_latency_passes_its_bound(service_env):
     from services.intake.app import build
 
