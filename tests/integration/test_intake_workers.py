@@ -214,6 +214,11 @@ async def test_each_worker_listens_on_its_own_socket_and_gets_connections(
     await wait_ready(intake)
     assert intake.proc is not None
     parent = intake.proc.pid
+    # Ready means one worker answers; the other may still be starting (and not yet bound).
+    await until(
+        lambda: [len(listening_sockets(w.pid, intake.port)) for w in workers(parent)] == [1, 1],
+        "both workers listen",
+    )
     pair = workers(parent)
     assert len(pair) == 2
     # One socket each (SO_REUSEPORT), none in the parent: not one socket shared by all.
