@@ -506,8 +506,8 @@ def wrk_run(wrk: str, port: int, bodies: list[tuple[str, bytes]], seconds: float
     return out.stdout + out.stderr
 
 
-def connections_per_process(pid: int, port: int) -> list[int]:
-    """Established connections on ``port`` held by each process of the tree of ``pid``
+def connections_per_process(pid: int, port: int, status: str = "ESTABLISHED") -> list[int]:
+    """Connections on ``port`` in ``status`` held by each process of the tree of ``pid``
     (those with any), most first."""
     import psutil
 
@@ -517,11 +517,41 @@ def connections_per_process(pid: int, port: int) -> list[int]:
             held = sum(
                 1
                 for c in proc.net_connections(kind="tcp")
-                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+                if c.status == status and c.laddr and c.laddr.port == port
             )
             if held:
                 counts.append(held)
     return sorted(counts, reverse=True)
+
+
+def wait_listening(pid: int, port: int, workers: int, timeout: float = 60) -> None:
+    """Until ``workers`` processes of the tree of ``pid`` listen on ``port``: ``/readyz``
+    answers once one worker does, and the client's connections, all opened at the start,
+    would otherwise all go to it (seen: 128/0 in a 5 s run)."""
+    deadline = time.monotonic() + timeout
+    while len(connections_per_process(pid, port, "LISTEN")) < workers:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fewer than {workers} processes listen on {port}")
+        time.sleep(0.1)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its descendants, those still running
+    and those it has reaped (a process's children counters hold every child it waited for:
+    PostgreSQL's postmaster reaps its backends and autovacuum workers)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def wait_http(port: int, proc: subprocess.Popen[bytes], path: str, timeout: float = 60) -> None:
@@ -638,8 +668,19 @@ def main() -> int:
         intake = start(cmd, env, tmp / "intake.log")
         procs.append(intake)
         wait_http(intake_port, intake, "/readyz")
+        wait_listening(intake.pid, intake_port, args.workers)
         bodies = make_bodies(n, f"intake-{run}")
         per_worker: list[int] = []
+        # CPU of intake (workers and relay), PostgreSQL and the broker over the load
+        assert pg.proc is not None and broker.proc is not None
+        trees = {"intake": intake.pid, "PostgreSQL": pg.proc.pid, "broker": broker.proc.pid}
+        cpu_before = {k: tree_cpu(v) for k, v in trees.items()}
+        cpu_used: dict[str, float] = {}
+
+        def loaded() -> None:
+            cpu_used.update({k: tree_cpu(v) - cpu_before[k] for k, v in trees.items()})
+            per_worker.extend(connections_per_process(intake.pid, intake_port))
+
         res = http_load(
             "intake (generic)",
             intake_port,
@@ -647,10 +688,16 @@ def main() -> int:
             bodies,
             args.rate,
             args.connections,
-            loaded=lambda: per_worker.extend(connections_per_process(intake.pid, intake_port)),
+            loaded=loaded,
         )
         results.append(res)
         print(res.line(), flush=True)
+        per_webhook = {k: v / max(res.ok, 1) * 1e6 for k, v in cpu_used.items()}
+        print(
+            "  CPU per accepted webhook over the load: "
+            + ", ".join(f"{k} {v:.0f} µs" for k, v in per_webhook.items()),
+            flush=True,
+        )
         # each worker has a listening socket of its own (SO_REUSEPORT): the kernel hashes
         # the client's connections over them, about half each
         print(f"  client connections per intake process: {per_worker}", flush=True)
@@ -694,6 +741,7 @@ def main() -> int:
                 "missing": missing,
                 "duplicates": dup,
                 "load client CPU µs/req": intake_r.client_us,
+                **{f"{k} CPU µs/webhook": v for k, v in per_webhook.items()},
             },
             {
                 "bare 202/s": bare_r.rate,
