@@ -21,7 +21,11 @@ the rules), is reported like the fourth, its misses shown. A seventh, ``zh_fresh
 (100 Chinese messages written in session 5 by another author who never read the rules), is
 held out like the fifth: its summary line only. An eighth, ``zh_fresh6.jsonl`` (100 Chinese
 messages written in session 6 by a third author who never read the rules), is held out the
-same way: its summary line only.
+same way: its summary line only. A ninth, ``zh_fresh7.jsonl`` (100 Chinese messages by a
+fourth such author), is held out the same way. Two English sets by an author who never read
+the rules: ``en_threats.jsonl`` (86 messages, threats and safety reports; studied, its misses
+shown) and ``en_fresh.jsonl`` (65 messages in other personas and wordings; held out, its
+summary line only).
 """
 
 from __future__ import annotations
@@ -71,6 +75,14 @@ FRESH5_FILES = ("zh_fresh5.jsonl",)
 # An eighth, written in session 6 by a third author who never read the rules, labelled from
 # the domain brief and the contract alone before the router saw it: held out like the fifth.
 FRESH6_FILES = ("zh_fresh6.jsonl",)
+# A ninth, written in the session of 2026-12-01 by a fourth author who never read the rules:
+# held out like the fifth.
+FRESH7_FILES = ("zh_fresh7.jsonl",)
+# English threats and safety reports (the Bitext rows hold none), by an author who never read
+# the rules: a studied set (its misses shown) and a held-out one in other personas and
+# wordings (its summary line only).
+EN_THREATS_FILES = ("en_threats.jsonl",)
+EN_FRESH_FILES = ("en_fresh.jsonl",)
 TARGET_MACRO_F1 = 0.85
 TARGET_TIER_ACCURACY = 0.9
 
@@ -299,6 +311,9 @@ def main(argv: Sequence[str] = ()) -> int:
         ("sixth set", "sixth", FRESH4_FILES),
         ("seventh set", "", FRESH5_FILES),
         ("eighth set", "", FRESH6_FILES),
+        ("ninth set", "", FRESH7_FILES),
+        ("en threats", "en-threats", EN_THREATS_FILES),
+        ("en fresh", "", EN_FRESH_FILES),
     ):
         fresh = evaluate(load_rows(fresh_files), clf)
         print(

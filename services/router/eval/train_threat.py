@@ -51,7 +51,13 @@ STUDIED_FILES = (
     "zh_fresh2.jsonl",
     "zh_fresh4.jsonl",
 )
-HELD_OUT = ("zh_fresh3.jsonl", "zh_fresh5.jsonl", "zh_fresh6.jsonl")
+HELD_OUT = (
+    "zh_fresh3.jsonl",
+    "zh_fresh5.jsonl",
+    "zh_fresh6.jsonl",
+    "zh_fresh7.jsonl",
+    "en_fresh.jsonl",
+)
 NGRAM_RANGE = (1, 2)
 MIN_DF = 2
 C = 1.0
