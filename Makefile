@@ -24,7 +24,7 @@ lock: ## Re-resolve requirements.lock from pyproject.toml
 	@test -x $(BIN)/uv || ($(PY) -m venv $(VENV) && $(BIN)/python -m pip install -q "uv==0.13.9")
 	$(BIN)/uv pip compile -q pyproject.toml --extra local --extra dev --extra train --python-version 3.11 -o requirements.lock
 
-run: $(STAMP) ## Run the whole stack locally (embedded PostgreSQL + Tansu broker + four services); Ctrl-C stops it
+run: $(STAMP) ## Run the whole stack locally (embedded PostgreSQL + Tansu broker + four services + a pager inbox on 8084); Ctrl-C stops it
 	$(BIN)/python -m shared.localstack run
 
 run-observed: $(STAMP) ## `make run` plus Debian's Prometheus scraping the services with the alert rules (installed if missing and root)

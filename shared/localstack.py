@@ -307,21 +307,22 @@ class ServiceProc:
     name: str
     port: int
     env: dict[str, str]
-    log_file: Path
+    log_file: Path | None  # None: this console (the pager inbox's lines)
     proc: subprocess.Popen[bytes] | None = None
+    module: str = ""  # default services.<name>
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        log = open(self.log_file, "ab")  # noqa: SIM115
+        log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"],
+            [sys.executable, "-m", self.module or f"services.{self.name}"],
             cwd=ROOT,
             env=self.env,
             stdout=log,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if log else None,
             preexec_fn=_die_with_parent,
             start_new_session=True,
         )
@@ -359,6 +360,10 @@ class LocalStack:
     services: dict[str, ServiceProc] = field(default_factory=dict)
     external_kafka: str | None = None  # use this cluster instead of starting Tansu
     external_database: str | None = None  # use this server instead of embedded PostgreSQL
+    # The pager inbox (tools/inbox.py) on this port, as the notifier's generic webhook,
+    # unless the environment names a webhook or a routes file of its own.
+    inbox_port: int | None = None
+    inbox: ServiceProc | None = None
 
     def __post_init__(self) -> None:
         self.logs = self.data_dir / "logs"
@@ -380,7 +385,19 @@ class LocalStack:
         for name, prefix, _ in SERVICES:
             env[f"{prefix}_HTTP_PORT"] = str(self.service_ports[name])
         env.update(self.extra_env)
+        if self.inbox_wanted(env):
+            env["NOTIFIER_GENERIC_WEBHOOK_URL"] = self.inbox_url + "/hook"
         return env
+
+    def inbox_wanted(self, env: Mapping[str, str]) -> bool:
+        """The inbox runs when a port is given and ``env`` names no receiver of its own."""
+        return self.inbox_port is not None and not (
+            env.get("NOTIFIER_GENERIC_WEBHOOK_URL") or env.get("NOTIFIER_ROUTES_FILE")
+        )
+
+    @property
+    def inbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.inbox_port}"
 
     @property
     def bootstrap(self) -> str:
@@ -403,6 +420,19 @@ class LocalStack:
         asyncio.run(migrate(self.dsn))
 
     def start_services(self, names: tuple[str, ...] | None = None) -> None:
+        if (names is None or "inbox" in names) and self.inbox_wanted(
+            dict(os.environ) | dict(self.extra_env)
+        ):
+            assert self.inbox_port is not None
+            self.inbox = ServiceProc(
+                "inbox",
+                self.inbox_port,
+                dict(os.environ) | dict(self.extra_env),
+                None,
+                module="tools.inbox",
+            )
+            self.inbox.env["LOCAL_INBOX_PORT"] = str(self.inbox_port)
+            self.inbox.start()
         env = self.env()
         for name, _prefix, _ in SERVICES:
             if names is not None and name not in names:
@@ -412,13 +442,16 @@ class LocalStack:
             self.services[name] = svc
 
     def wait_ready(self, timeout: float = 60) -> None:
-        for svc in self.services.values():
+        for svc in [*self.services.values(), *([self.inbox] if self.inbox else [])]:
             _wait_until(svc.ready, timeout, f"{svc.name} /readyz", svc.proc)
 
     def stop(self) -> None:
         for svc in reversed(list(self.services.values())):
             svc.stop()
         self.services.clear()
+        if self.inbox is not None:
+            self.inbox.stop()
+            self.inbox = None
         self.broker.stop()
         self.pg.stop()
 
@@ -440,6 +473,7 @@ def _run(args: argparse.Namespace) -> int:
         kafka_port=args.kafka_port,
         external_kafka=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         external_database=os.environ.get("DATABASE_URL") or None,
+        inbox_port=args.inbox_port,
     )
     stop = False
 
@@ -471,6 +505,11 @@ def _run(args: argparse.Namespace) -> int:
             )
         intake_port = stack.service_ports["intake"]
         print(f"  webhooks   POST http://127.0.0.1:{intake_port}/v1/webhooks/generic")
+        if stack.inbox is not None:
+            print(
+                f"  pager      {stack.inbox_url}/v1/received   (the notifier's pushes;"
+                " each one is also printed here as PAGE ...)"
+            )
         print("Ctrl-C stops everything.", flush=True)
         while not stop:
             for svc in stack.services.values():
@@ -497,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run the whole stack until Ctrl-C")
     r.add_argument("--pg-port", type=int, default=int(os.environ.get("LOCAL_PG_PORT", 5433)))
     r.add_argument("--kafka-port", type=int, default=int(os.environ.get("LOCAL_KAFKA_PORT", 9092)))
+    r.add_argument("--inbox-port", type=int, default=int(os.environ.get("LOCAL_INBOX_PORT", 8084)))
     args = parser.parse_args(argv)
     return _run(args)
 

@@ -489,45 +489,30 @@ class TopicCollector:
 
 
 class Receiver:
-    """The notifier's generic webhook target: records escalations by id, checks signatures."""
+    """The notifier's generic webhook target: the pager inbox (``tools.inbox``), recording
+    escalations by id in the ledger and counting bad signatures."""
 
     def __init__(self, secret: bytes, ledger: Ledger) -> None:
-        self.secret = secret
+        from tools.inbox import Inbox
+
         self.ledger = ledger
         self.bad_signatures = 0
+        self.inbox = Inbox(secret, on_receive=self._record)
+
+    def _record(self, got: Any) -> None:
+        if not got.signature_ok:
+            self.bad_signatures += 1
+        elif got.body.get("kind", "escalation") == "escalation":
+            body = got.body
+            self.ledger.receive(
+                str(body.get("escalation_id")),
+                str(body.get("ticket_id")),
+                str(body.get("reason")),
+                got.at,
+            )
 
     def app(self) -> Any:
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import JSONResponse
-        from starlette.routing import Route
-
-        from shared.signing import SignatureError, verify
-
-        async def hook(request: Request) -> JSONResponse:
-            raw = await request.body()
-            try:
-                verify(
-                    [self.secret],
-                    request.headers.get("x-timestamp"),
-                    request.headers.get("x-signature"),
-                    raw,
-                    time.time(),
-                )
-            except SignatureError:
-                self.bad_signatures += 1
-                return JSONResponse({"error": "bad signature"}, status_code=401)
-            body = json.loads(raw)
-            if body.get("kind", "escalation") == "escalation":
-                self.ledger.receive(
-                    str(body.get("escalation_id")),
-                    str(body.get("ticket_id")),
-                    str(body.get("reason")),
-                    time.time(),
-                )
-            return JSONResponse({"ok": True})
-
-        return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+        return self.inbox.app()
 
 
 @contextlib.asynccontextmanager

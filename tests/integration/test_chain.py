@@ -9,14 +9,14 @@ import httpx
 import pytest
 
 from tests.helpers import TopicReader, generic_body, serving, signed, wait_ready
-from tests.receiver import Receiver
+from tools.inbox import Inbox
 
 pytestmark = pytest.mark.integration
 
 
 async def test_webhook_to_routed_to_breach_to_notification(service_env, monkeypatch):
     secret = b"receiver-secret"
-    receiver = Receiver(secret)
+    receiver = Inbox(secret)
     async with serving(receiver.app()) as rx_url:
         monkeypatch.setenv("SLA_WATCH_FIRST_RESPONSE_SECONDS", "2")
         monkeypatch.setenv("NOTIFIER_GENERIC_WEBHOOK_URL", rx_url + "/hook")
