@@ -157,6 +157,9 @@ _TICKET_COLS = (
     ("last_customer_at", "timestamptz"),
     ("last_reply_at", "timestamptz"),
     ("resolved_at", "timestamptz"),
+    ("agent_id", "text"),
+    ("customer_ref", "text"),
+    ("agent_at", "timestamptz"),
 )
 
 _CLOCK_COLS = (
@@ -337,6 +340,20 @@ class _Tx:
     def clock_policy(self, row: Row) -> ClockPolicy:
         cp = self.policy.clock(ClockName(row["clock"]))
         return cp if cp is not None else ClockPolicy(ClockName(row["clock"]), row["limit_seconds"])
+
+    def hold(self, agent_id: str | None, at: datetime, customer_ref: str | None = None) -> None:
+        """The ticket is held by ``agent_id`` (None: nobody, queued) as of ``at``, unless
+        a later holder is already known: the router stamps each routed event in the
+        ticket's lock, so the latest ``occurred_at`` names the current agent, and a stale
+        or redelivered event consumed after a newer one changes nothing. A missing
+        ``customer_ref`` keeps the known one."""
+        t = self.ticket
+        if t["agent_at"] is not None and at < t["agent_at"]:
+            return
+        t["agent_id"], t["agent_at"] = agent_id, at
+        if customer_ref is not None:
+            t["customer_ref"] = customer_ref
+        self.st.dirty_tickets.add(self.ticket_id)
 
     def set_ticket(self, column: str, at: datetime) -> None:
         cur = self.ticket[column]
@@ -521,7 +538,12 @@ def _reply(tx: _Tx, msg: MessageEvent) -> None:
 
 
 def _resolved(tx: _Tx, msg: MessageEvent) -> None:
+    """Stop every clock. The router frees the agent's slot on a resolve and publishes no
+    routed event for it: the ticket is held by nobody until a later routed event (the
+    router releases after intake received the resolve, so any routed event stamped before
+    ``received_at`` is older than the release)."""
     tx.lock(("resolved_at", msg.occurred_at))
+    tx.hold(None, msg.received_at)
     tx.stop(tuple(c.value for c in ClockName), msg.occurred_at)
 
 
@@ -556,8 +578,10 @@ def _reopened(tx: _Tx, msg: MessageEvent) -> None:
 
 
 def _routed(tx: _Tx, routed: RoutedEvent) -> None:
-    """Learn the ticket's labels; recompute running clocks under the policy that now
-    matches; start its resolution clock if the policy has one and it never ran."""
+    """Learn the ticket's labels and who holds it (the router publishes a routed event for
+    every decision, assignment from the queue, manual reassignment and escalation);
+    recompute running clocks under the policy that now matches; start its resolution
+    clock if the policy has one and it never ran."""
     tx.lock(
         priority=routed.priority.value,
         tier=routed.tier.value,
@@ -565,6 +589,7 @@ def _routed(tx: _Tx, routed: RoutedEvent) -> None:
         channel=routed.channel.value,
         shop_id=routed.shop_id,
     )
+    tx.hold(routed.agent_id, routed.occurred_at, routed.customer_ref)
     tx.recompute()
     policy = tx.policy
     res = tx.clocks.get(ClockName.resolution.value)
@@ -735,6 +760,8 @@ _FIRE_WARNING = _FIRE.format(
     payload=_SLA_JSON.format(at="j.warned_at", kind="warning", lateness="NULL"),
 )
 
+# A breach's escalation names who holds the ticket when it fires (the agent of the latest
+# routed event consumed, null while queued), its channel and the customer's masked reference.
 _ESCALATE = """
 INSERT INTO outbox (producer, topic, key, payload, correlation_id)
 SELECT 'sla_watch', 'cs.escalations.v1', c.ticket_id, convert_to(json_build_object(
@@ -742,9 +769,10 @@ SELECT 'sla_watch', 'cs.escalations.v1', c.ticket_id, convert_to(json_build_obje
     'correlation_id', coalesce(c.correlation_id, c.ticket_id), 'producer', 'sla_watch',
     'escalation_id', x.esc, 'ticket_id', c.ticket_id, 'conversation_id', c.conversation_id,
     'reason', c.clock || '_breached', 'priority', t.priority, 'tier', t.tier,
-    'category', t.category, 'shop_id', c.shop_id, 'channel', NULL, 'agent_id', NULL,
+    'category', t.category, 'shop_id', c.shop_id, 'channel', t.channel, 'agent_id', t.agent_id,
     'waiting_seconds', extract(epoch FROM c.breached_at - c.started_at)::float8,
-    'deadline', c.deadline, 'lateness_seconds', c.lateness_seconds, 'customer_ref', NULL
+    'deadline', c.deadline, 'lateness_seconds', c.lateness_seconds,
+    'customer_ref', t.customer_ref
   )::text, 'UTF8'), coalesce(c.correlation_id, c.ticket_id)
 FROM unnest($1::bigint[], $2::text[]) AS x(id, esc)
 JOIN sla_clocks c ON c.id = x.id

@@ -8,7 +8,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.helpers import TopicReader, generic_body, serving, signed, wait_ready
+from tests.helpers import TopicReader, generic_body, serving, signed, uid, wait_ready
 from tools.inbox import Inbox
 
 pytestmark = pytest.mark.integration
@@ -36,6 +36,13 @@ async def test_webhook_to_routed_to_breach_to_notification(service_env, monkeypa
                 await wait_ready(u)
             body = generic_body(text="收到的杯子是碎的，要求退款！我要投诉到12315")
             raw, headers = signed(body)
+            # An L2 agent with the skills this complaint needs (offline again at the end,
+            # so that no later test's ticket goes to it).
+            agent = f"{router_url}/v1/admin/agents/{uid('l2')}"
+            l2 = {"tier": "L2", "skills": ["complaints", "zh"], "capacity": 1000}
+            async with httpx.AsyncClient() as client:
+                r = await client.put(agent, json={**l2, "presence": "online"})
+                assert r.status_code == 200, r.text
             async with (
                 TopicReader(service_env.bootstrap, "cs.tickets.routed.v1") as routed,
                 TopicReader(service_env.bootstrap, "cs.sla.v1") as sla,
@@ -53,6 +60,7 @@ async def test_webhook_to_routed_to_breach_to_notification(service_env, monkeypa
                 assert decision["priority"] == "urgent"
                 assert decision["reasons"]
                 assert decision["correlation_id"] == r.json()["message_id"]
+                assert decision["agent_id"] is not None
 
                 [breach] = await sla.wait_for(
                     lambda e: e["ticket_id"] == ticket_id and e["kind"] == "breached", timeout=15
@@ -68,6 +76,11 @@ async def test_webhook_to_routed_to_breach_to_notification(service_env, monkeypa
                 assert note.signature_ok
                 assert note.headers["x-escalation-id"] == note.body["escalation_id"]
                 assert 2 <= note.at - sent < 6  # the shortened 2 s limit, give or take
+                # The breach's escalation names who holds the ticket, as routed, in its
+                # fields and in the text second line reads.
+                for field in ("agent_id", "customer_ref"):
+                    assert note.body[field] == decision[field], field
+                assert decision["agent_id"] in note.body["text"]
                 # No personal data left intake.
                 assert "13800138000" not in str(note.body) and "张三" not in str(note.body)
 
@@ -78,6 +91,8 @@ async def test_webhook_to_routed_to_breach_to_notification(service_env, monkeypa
                 assert r2.status_code == 200 and r2.json()["status"] == "duplicate"
                 seen = await routed.drain(1.5)
                 assert sum(1 for e in seen if e["ticket_id"] == ticket_id) == 1
+                r = await client.patch(agent, json={"presence": "offline"})
+                assert r.status_code == 200, r.text
 
             async with httpx.AsyncClient() as client:
                 m = (await client.get(intake_url + "/metrics")).text

@@ -216,3 +216,67 @@ async def test_the_consumer_dead_letters_a_poison_record_and_commits_the_rest_of
     assert any("bad" in json.dumps(d["payload"]) for d in dead if d["reason"] == "unprocessable")
     assert [e["kind"] for e in sla if e["ticket_id"] == good] == ["started", "met"]
     assert (await clock(pool, other))["state"] == "running"
+
+
+async def test_routed_events_of_one_ticket_in_one_batch_leave_the_latest_agent(pool):
+    t = uid("tkt")
+    t0 = utcnow() - timedelta(seconds=40)
+    newer = routed(t, agent="l1-bob", at=t0 + timedelta(seconds=2))
+    older = routed(t, agent="l1-amy", at=t0 + timedelta(seconds=1))
+    out = await store.apply(pool, [message(t, at=t0), newer, older, newer], DEFAULT)
+    assert out.results == ["ok"] * 4
+    row = await pool.fetchrow("SELECT agent_id, agent_at FROM sla_tickets WHERE ticket_id = $1", t)
+    assert (row["agent_id"], row["agent_at"]) == ("l1-bob", newer.occurred_at)
+    assert await store.fire(pool, Kind.breach, [(await clock(pool, t))["id"]])
+    [esc] = await events(pool, t, "cs.escalations.v1")
+    assert esc["agent_id"] == "l1-bob"
+
+
+async def test_the_consumer_gives_a_breach_escalation_the_routed_agent(
+    service_env, pool, monkeypatch
+):
+    """Through Kafka, as ``make run`` does it: a ticket routed urgent/L2 to l2-evan and a
+    queued one, then their customers' messages, already overdue: the breaches'
+    escalations on ``cs.escalations.v1`` name l2-evan and nobody, with the channel and
+    the customer's masked reference."""
+    monkeypatch.setenv("SLA_WATCH_GROUP_ID", uid("sla-agent"))
+    monkeypatch.setenv("SLA_WATCH_BATCH_TIMEOUT_MS", "50")
+    held, queued = uid("tkt"), uid("tkt")
+    t0 = utcnow() - timedelta(seconds=40)
+    evs = {
+        t: routed(t, Category.complaint, prio, agent=agent, at=t0, customer_ref="cu***" + t[-2:])
+        for t, prio, agent in ((held, Priority.urgent, "l2-evan"), (queued, Priority.normal, None))
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=service_env.bootstrap)
+    await producer.start()
+    try:
+        async with (
+            TopicReader(service_env.bootstrap, "cs.escalations.v1") as esc_topic,
+            serving(build()) as url,
+        ):
+            await wait_ready(url)
+            for t, ev in evs.items():
+                await producer.send_and_wait("cs.tickets.routed.v1", dump(ev), key=t.encode())
+            while True:  # both routed events applied (each started its resolution clock)
+                applied = await pool.fetchval(
+                    "SELECT count(*) FROM sla_clocks WHERE ticket_id = ANY($1::text[])"
+                    " AND clock = 'resolution'",
+                    list(evs),
+                )
+                if applied == len(evs):
+                    break
+                await asyncio.sleep(0.1)
+            for t in evs:
+                await producer.send_and_wait(
+                    "cs.messages.v1", dump(message(t, at=t0)), key=t.encode()
+                )
+            got = await esc_topic.wait_for(lambda e: e.get("ticket_id") in evs, count=2, timeout=60)
+    finally:
+        await producer.stop()
+    by_ticket = {e["ticket_id"]: e for e in got}
+    assert by_ticket[held]["agent_id"] == "l2-evan"
+    assert by_ticket[queued]["agent_id"] is None
+    for t, e in by_ticket.items():
+        assert e["reason"] == "first_response_breached" and e["channel"] == "chat"
+        assert e["customer_ref"] == "cu***" + t[-2:]
+        assert (e["priority"], e["tier"]) == (evs[t].priority.value, "L2")

@@ -93,8 +93,15 @@ def routed(
     category: Category = Category.complaint,
     priority: Priority = Priority.normal,
     received: datetime | None = None,
+    *,
+    agent: str | None = None,
+    at: datetime | None = None,
+    customer_ref: str | None = None,
 ) -> RoutedEvent:
+    """A routed event of ``ticket`` held by ``agent`` (None: queued), published at ``at``
+    (now unless told)."""
     return RoutedEvent(
+        occurred_at=at or utcnow(),
         correlation_id=ticket,
         producer="router",
         ticket_id=ticket,
@@ -109,6 +116,8 @@ def routed(
         queue="L2.normal",
         reasons=["test"],
         message_received_at=received,
+        agent_id=agent,
+        customer_ref=customer_ref,
     )
 
 
@@ -173,6 +182,85 @@ async def test_breach_fires_once_under_racing_timers_then_a_late_reply_stops(poo
     e = load(EscalationEvent, esc)
     assert e.escalation_id == escalation_id_for(t, "first_response_breached", "1")
     assert e.deadline == row["deadline"] and e.waiting_seconds and e.waiting_seconds >= 39
+
+
+async def breach_escalation(pool, ticket: str) -> EscalationEvent:
+    """Breach the ticket's overdue first-response clock; its escalation, as published."""
+    row = await clock(pool, ticket)
+    assert len(await store.fire(pool, Kind.breach, [row["id"]])) == 1
+    escs = await events(pool, ticket, "cs.escalations.v1")
+    return load(EscalationEvent, escs[-1])
+
+
+async def test_breach_escalation_names_the_agent_holding_the_ticket(pool):
+    t = uid("tkt")
+    await store.on_customer_message(pool, message(t, at=utcnow() - timedelta(seconds=40)), DEFAULT)
+    r = routed(t, Category.complaint, Priority.urgent, agent="l2-evan", customer_ref="cu***07")
+    await store.on_routed(pool, r, DEFAULT)
+    e = await breach_escalation(pool, t)
+    assert e.agent_id == "l2-evan"
+    assert e.channel is Channel.chat and e.customer_ref == "cu***07"
+    assert e.priority is Priority.urgent and e.tier is Tier.L2 and e.shop_id == "shop-1"
+
+
+async def test_breach_escalation_of_a_queued_ticket_names_no_agent(pool):
+    t = uid("tkt")
+    await store.on_customer_message(pool, message(t, at=utcnow() - timedelta(seconds=40)), DEFAULT)
+    await store.on_routed(pool, routed(t, agent=None, customer_ref="cu***08"), DEFAULT)
+    e = await breach_escalation(pool, t)
+    assert e.agent_id is None
+    assert e.channel is Channel.chat and e.customer_ref == "cu***08"
+
+
+async def test_breach_escalation_names_the_latest_agent_whatever_order_routed_events_came(pool):
+    """Queued, assigned from the queue, reassigned by hand: each a routed event. One
+    consumed late (older than what was already applied) and one consumed twice change
+    nothing; a later event that queues the ticket again (an escalation with no free L2
+    agent) makes it nobody's."""
+    t = uid("tkt")
+    t0 = utcnow() - timedelta(seconds=40)
+    await store.on_customer_message(pool, message(t, at=t0), DEFAULT)
+    queued = routed(t, agent=None, at=t0 + timedelta(seconds=1), customer_ref="cu***09")
+    from_queue = routed(t, agent="l1-amy", at=t0 + timedelta(seconds=2))
+    by_hand = routed(t, agent="l1-bob", at=t0 + timedelta(seconds=3))
+    for ev in (queued, by_hand, from_queue, by_hand, queued):
+        await store.on_routed(pool, ev, DEFAULT)
+    ticket = await pool.fetchrow("SELECT * FROM sla_tickets WHERE ticket_id = $1", t)
+    assert ticket["agent_id"] == "l1-bob" and ticket["agent_at"] == by_hand.occurred_at
+    e = await breach_escalation(pool, t)
+    assert e.agent_id == "l1-bob" and e.customer_ref == "cu***09"  # kept from the first
+
+    u = uid("tkt")
+    await store.on_customer_message(pool, message(u, at=t0), DEFAULT)
+    await store.on_routed(pool, routed(u, agent="l1-amy", at=t0 + timedelta(seconds=1)), DEFAULT)
+    await store.on_routed(pool, routed(u, agent=None, at=t0 + timedelta(seconds=2)), DEFAULT)
+    assert (await breach_escalation(pool, u)).agent_id is None
+
+
+async def test_a_resolved_ticket_reopened_names_no_agent_until_routed_again(pool):
+    """The router frees the agent on a resolve and publishes nothing; reopened with no
+    free agent it publishes nothing either: the reopened clock's breach names nobody,
+    even when a routed event from before the resolve is consumed after it."""
+    t = uid("tkt")
+    now = utcnow()
+    before = routed(t, agent="l1-amy", at=now - timedelta(seconds=50))
+    await store.on_customer_message(pool, message(t, at=now - timedelta(seconds=50)), DEFAULT)
+    await store.on_routed(pool, before, DEFAULT)
+    resolve = message(
+        t, role=AuthorRole.agent, kind=MessageKind.ticket_resolved, at=now - timedelta(seconds=45)
+    )
+    await store.on_resolved(pool, resolve, DEFAULT)
+    await store.on_routed(pool, before, DEFAULT)  # redelivered after the resolve
+    reopen = message(
+        t,
+        role=AuthorRole.customer,
+        kind=MessageKind.ticket_reopened,
+        at=now - timedelta(seconds=40),
+    )
+    await store.on_reopened(pool, reopen, DEFAULT)
+    e = await breach_escalation(pool, t)
+    assert e.escalation_id == escalation_id_for(t, "first_response_breached", "2")
+    assert e.agent_id is None
 
 
 async def test_warning_once_and_not_before_its_time(pool):
