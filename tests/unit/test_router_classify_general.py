@@ -125,6 +125,47 @@ def test_a_threat_told_by_families_counts_denied_too() -> None:
     assert "safety" not in d("用了以后没有疼").risk_signals
 
 
+# English denials: `firm` words deny threats and family words too, over up to `reach`
+# words of `skip`; a `things` word after a signal word (past a hyphen) names a thing.
+SMALL_EN = (
+    SMALL.replace("  skip: [要]", "  skip: [要, going, to, need, for, a]\n  reach: 3")
+    .replace(
+        "  intent: [不是]", '  intent: [不是]\n  firm: [not, "no", t]\n  things: [alarm, safe]'
+    )
+    .replace("  question: [吗]", "  question: [吗]\n  counsel: [lawyer]\n  act: [call, ll]")
+    .replace('terms: ["12315"]', 'terms: ["12315", sue, smoke]\n    together: [[act, counsel]]')
+    .replace("terms: [尺码]", "terms: [尺码, refund]")
+)
+
+
+@pytest.fixture(scope="module")
+def small_en() -> Classifier:
+    return Classifier(parse_rules(SMALL_EN, "small_en.yaml"))
+
+
+def test_a_firm_denial_denies_a_threat_too(small_en: Classifier) -> None:
+    assert signals(small_en, "i will sue") == ["regulator"]
+    assert signals(small_en, "i am not going to sue anyone") == []  # two words of skip
+    assert signals(small_en, "no need for a lawyer i ll call") == []  # three, a family word
+    assert signals(small_en, "i ll call a lawyer") == ["regulator"]
+    # up to `reach` words of skip, and a plain (not firm) denial keeps a threat
+    assert signals(small_en, "not going to need for a sue") == ["regulator"]
+    assert signals(small_en, "不12315") == ["regulator"]
+    # a firm word denies no category word (only `intent` words do)
+    assert cat(small_en, "no refund yet") is Category.presale
+
+
+def test_a_thing_word_after_a_signal_word_names_a_thing(small_en: Classifier) -> None:
+    assert signals(small_en, "smoke alarm") == []
+    assert signals(small_en, "is it smoke-safe") == []
+    assert signals(small_en, "smoke from the plug") == ["regulator"]
+
+
+def test_without_reach_one_word_of_skip_may_stand_between(small: Classifier) -> None:
+    parsed = parse_rules(SMALL, "small.yaml")
+    assert parsed.negation.reach == 1 and parsed.negation.firm == []
+
+
 def test_only_intent_words_deny_a_category_word(small: Classifier) -> None:
     assert cat(small, "不是退货 问尺码") is Category.presale
     assert cat(small, "不退货") is Category.return_refund

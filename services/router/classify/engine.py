@@ -12,7 +12,8 @@ Words are found in four ways, from the strictest to the loosest (docs/routing-ru
    word does (something eaten + a symptom is a safety report);
 4. patterns: a few regular expressions (第4回, 三遍).
 A word right after a denial (没有漏电, 不用转人工) does not count for signals that say
-``negation: true``; threats keep counting (我也不想去12315 is still a threat).
+``negation: true``; threats keep counting (我也不想去12315 is still a threat) unless the
+denial is a ``firm`` one (I'm not going to sue): that one denies family words too.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ _NUMERAL = frozenset("0123456789一二两三四五六七八九十几第百千")
 _TOUCH = re.compile(r"[a-z][\u3400-\u9fff]|[\u3400-\u9fff][a-z]")
 _LATIN = re.compile(r"[a-z]")
 _LATIN_WORD = re.compile(r"[a-z]+")
+# A denial by a ``negation.firm`` word: it denies threats too (not going to sue).
+FIRM = 2
 
 
 def _all_han(word: str) -> bool:
@@ -194,7 +197,9 @@ class Classifier:
         self._threats = frozenset(n for n, s in rules.signals.items() if s.threat)
         neg = rules.negation
         self._things = frozenset(neg.things)
-        self._neg = frozenset(neg.words) | frozenset(neg.intent)
+        self._firm = frozenset(neg.firm)
+        self._neg = frozenset(neg.words) | frozenset(neg.intent) | self._firm
+        self._reach = neg.reach
         self._neg_intent = frozenset(neg.intent)
         self._neg_skip = frozenset(neg.skip)
         self._neg_tails = tuple(sorted(self._neg, key=len, reverse=True))
@@ -282,18 +287,55 @@ class Classifier:
 
     # ------------------------------------------------------------------ negation
 
-    def _denied(self, words: tuple[str, ...], i: int, intent_only: bool) -> bool:
-        """Whether the word at ``i`` follows a denial (one filler word may stand between)."""
+    def _denier(self, words: tuple[str, ...], i: int) -> str:
+        """The word before the word at ``i``, past up to ``negation.reach`` filler words
+        (``skip``): where a denial of it would stand (没有|要|差评, not|going|to|sue)."""
         j = i - 1
-        if j >= 0 and words[j] in self._neg_skip:
+        skip = self._neg_skip
+        for _ in range(self._reach):
+            if j < 0 or words[j] not in skip:
+                break
             j -= 1
-        if j < 0:
-            return False
-        return words[j] in (self._neg_intent if intent_only else self._neg)
+        return words[j] if j >= 0 else ""
+
+    def _denied(self, words: tuple[str, ...], i: int, intent_only: bool) -> int:
+        """Whether the word at ``i`` follows a denial: 0 no, 1 yes, FIRM by a ``firm`` one
+        (which denies threats too)."""
+        if i == 0:
+            return 0
+        w = words[i - 1]
+        if w in self._neg_skip:  # filler words between: walk back over them
+            w = self._denier(words, i)
+        if intent_only:
+            return w in self._neg_intent
+        if w in self._neg:
+            return FIRM if w in self._firm else 1
+        return 0
+
+    def _family_words(
+        self, words: tuple[str, ...], hits: frozenset[str], present: dict[str, str]
+    ) -> None:
+        """Family words that are whole words of the message (``hits``: English, pinyin
+        abbreviations): each counts unless a ``firm`` denial stands before it (no need for
+        lawyers) or a ``things`` word after it (smoke alarm, police officer)."""
+        firm = self._firm
+        for i, w in enumerate(words):
+            if w not in hits:
+                continue
+            if (firm and self._denier(words, i) in firm) or self._thing_after(words, i + 1):
+                continue
+            for fname in self._fam_word[w]:
+                present.setdefault(fname, w)
+
+    def _thing_after(self, words: tuple[str, ...], i: int) -> bool:
+        """Whether the word at ``i`` (past a hyphen: fire-safe) is one of ``negation.things``."""
+        if i < len(words) and words[i] == "-":
+            i += 1
+        return i < len(words) and words[i] in self._things
 
     def _denied_in(
         self, words: tuple[str, ...], i: int, off: int, intent_only: bool, width: int = 1
-    ) -> bool:
+    ) -> int:
         """The same for a match ``off`` characters into word ``i`` (没有|电: the word's head
         ends with a denial; 会不会|爆炸: a match inside a denied word is denied with it)."""
         if off == 0:
@@ -395,13 +437,20 @@ class Classifier:
     def _classify(self, toks: Tokens, status: str, stripped: str) -> Classification:
         rules = self.rules
         words = toks.words
-        found: list[tuple[Hit, bool]] = []  # (hit, denied)
+        found: list[tuple[Hit, int]] = []  # (hit, denied: 0, 1 or FIRM)
         seen_terms: set[str] = set()
         covered: set[int] = set()  # words that matched a rule word whole
         for i, n, h in self._matcher.scan(words):
             seen_terms.add(h.term)
             covered.update(range(i, i + n))
-            if h.kind == "s" and i + n < len(words) and words[i + n] in self._things:
+            if (
+                h.kind == "s"
+                and i + n < len(words)
+                and (
+                    words[i + n] in self._things
+                    or (words[i + n] == "-" and self._thing_after(words, i + n))
+                )
+            ):
                 continue  # 律师|事务所 names a firm, not a lawyer threatened with
             found.append((h, self._denied(words, i, h.kind == "c")))
         present: dict[str, str] = {}  # family -> the word found (not denied)
@@ -451,9 +500,9 @@ class Classifier:
                 seen_terms.add(name)
                 denied = self._denied_in(words, i, off, kind == "c")
                 found.append((Hit(kind, sname, weight, name), denied))
-        for w in self._fam_words.intersection(words):
-            for fname in self._fam_word[w]:
-                present.setdefault(fname, w)
+        fam_hits = self._fam_words.intersection(words)
+        if fam_hits:
+            self._family_words(words, fam_hits, present)
         if len(present) + len(denied_too) > 1:
             either = {**denied_too, **present} if denied_too else present
             together = self._together
@@ -486,7 +535,7 @@ class Classifier:
             if h.name in seen_signals:
                 continue
             srule = rules.signals[h.name]
-            if denied and srule.negation:
+            if denied and (srule.negation or denied == FIRM):
                 continue
             if srule.order_status and status not in srule.order_status:
                 continue

@@ -121,13 +121,24 @@ class NegationRules(_Strict):
         default_factory=list,
         description="words that deny wanting something; they also cancel category words",
     )
+    firm: list[str] = Field(
+        default_factory=list,
+        description="denials that hold even for threats (negation: false) and family words: "
+        "the customer says they will not do it (not going to sue, no need for lawyers)",
+    )
+    reach: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="how many `skip` words may stand between a denial and the word it denies",
+    )
     things: list[str] = Field(
         default_factory=list,
         description="words that, right after a signal word, make it the name of a thing or a "
         "place (报警器, 律师事务所, 直播间): the signal word does not count",
     )
 
-    _terms = field_validator("words", "skip", "intent", "things")(_clean_terms)
+    _terms = field_validator("words", "skip", "intent", "firm", "things")(_clean_terms)
 
 
 class TierRules(_Strict):
