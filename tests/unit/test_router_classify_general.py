@@ -135,6 +135,7 @@ SMALL_EN = (
     .replace("  question: [吗]", "  question: [吗]\n  counsel: [lawyer]\n  act: [call, ll]")
     .replace('terms: ["12315"]', 'terms: ["12315", sue, smoke]\n    together: [[act, counsel]]')
     .replace("terms: [尺码]", "terms: [尺码, refund]")
+    .replace("context:", "  rude: {says: swears, terms: [damn], priority: important}\ncontext:")
 )
 
 
@@ -151,8 +152,9 @@ def test_a_firm_denial_denies_a_threat_too(small_en: Classifier) -> None:
     # up to `reach` words of skip, and a plain (not firm) denial keeps a threat
     assert signals(small_en, "not going to need for a sue") == ["regulator"]
     assert signals(small_en, "不12315") == ["regulator"]
-    # a firm word denies no category word (only `intent` words do)
+    # a firm word denies no category word (only `intent` words do) and no other signal
     assert cat(small_en, "no refund yet") is Category.presale
+    assert signals(small_en, "i do not have a damn account") == ["rude"]
 
 
 def test_a_thing_word_after_a_signal_word_names_a_thing(small_en: Classifier) -> None:

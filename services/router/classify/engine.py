@@ -12,8 +12,9 @@ Words are found in four ways, from the strictest to the loosest (docs/routing-ru
    word does (something eaten + a symptom is a safety report);
 4. patterns: a few regular expressions (第4回, 三遍).
 A word right after a denial (没有漏电, 不用转人工) does not count for signals that say
-``negation: true``; threats keep counting (我也不想去12315 is still a threat) unless the
-denial is a ``firm`` one (I'm not going to sue): that one denies family words too.
+``negation: true``; threats keep counting (我也不想去12315 is still a threat). A ``firm``
+denial (I'm not going to sue) denies threats and safety reports (``threat: true``) and the
+whole-word family words, and nothing else.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ _NUMERAL = frozenset("0123456789一二两三四五六七八九十几第百千")
 _TOUCH = re.compile(r"[a-z][\u3400-\u9fff]|[\u3400-\u9fff][a-z]")
 _LATIN = re.compile(r"[a-z]")
 _LATIN_WORD = re.compile(r"[a-z]+")
-# A denial by a ``negation.firm`` word: it denies threats too (not going to sue).
+# A denial by a ``negation.firm`` word: it denies threats and safety reports (not going to
+# sue), not the other signals.
 FIRM = 2
 
 
@@ -198,7 +200,7 @@ class Classifier:
         neg = rules.negation
         self._things = frozenset(neg.things)
         self._firm = frozenset(neg.firm)
-        self._neg = frozenset(neg.words) | frozenset(neg.intent) | self._firm
+        self._neg = frozenset(neg.words) | frozenset(neg.intent)
         self._reach = neg.reach
         self._neg_intent = frozenset(neg.intent)
         self._neg_skip = frozenset(neg.skip)
@@ -300,7 +302,7 @@ class Classifier:
 
     def _denied(self, words: tuple[str, ...], i: int, intent_only: bool) -> int:
         """Whether the word at ``i`` follows a denial: 0 no, 1 yes, FIRM by a ``firm`` one
-        (which denies threats too)."""
+        (which denies threats and safety reports only)."""
         if i == 0:
             return 0
         w = words[i - 1]
@@ -308,9 +310,9 @@ class Classifier:
             w = self._denier(words, i)
         if intent_only:
             return w in self._neg_intent
-        if w in self._neg:
-            return FIRM if w in self._firm else 1
-        return 0
+        if w in self._firm:
+            return FIRM
+        return 1 if w in self._neg else 0
 
     def _family_words(
         self, words: tuple[str, ...], hits: frozenset[str], present: dict[str, str]
@@ -535,7 +537,7 @@ class Classifier:
             if h.name in seen_signals:
                 continue
             srule = rules.signals[h.name]
-            if denied and (srule.negation or denied == FIRM):
+            if denied and (srule.threat if denied == FIRM else srule.negation):
                 continue
             if srule.order_status and status not in srule.order_status:
                 continue

@@ -123,8 +123,9 @@ class NegationRules(_Strict):
     )
     firm: list[str] = Field(
         default_factory=list,
-        description="denials that hold even for threats (negation: false) and family words: "
-        "the customer says they will not do it (not going to sue, no need for lawyers)",
+        description="denials of threats and safety reports (threat: true, also with negation: "
+        "false) and of whole-word family words, and of nothing else: the customer says they will "
+        "not do it (not going to sue, no need for lawyers)",
     )
     reach: int = Field(
         default=1,
