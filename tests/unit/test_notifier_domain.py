@@ -383,3 +383,18 @@ def test_secrets_are_required_outside_the_local_stack(tmp_path: Path) -> None:
     s = NotifierSettings(local_stack=False)
     assert s.ack_key() is None  # no links without a secret
     assert NotifierSettings(local_stack=True).ack_key() is not None
+
+
+def test_generic_webhook_body_names_the_contract_fields_and_who_holds_the_ticket():
+    from services.notifier.channels.generic import body_for
+
+    body = json.loads(body_for(notice()))
+    for name in ("escalation_id", "ticket_id", "conversation_id", "reason", "priority", "tier"):
+        assert body[name] is not None, name
+    assert body["category"] == "complaint" and body["occurred_at"].startswith("2026-11-11")
+    assert body["agent_id"] == "agent-7"
+    assert body["channel"] is None
+    email = render_escalation(
+        esc(channel="email"), "en", ticket_url="https://desk/t/tkt-1", ack_url=None
+    )
+    assert json.loads(body_for(email))["channel"] == "email"

@@ -23,6 +23,7 @@ def escalation_body(esc: EscalationEvent) -> dict[str, Any]:
         "tier": esc.tier.value if esc.tier else None,
         "category": esc.category.value if esc.category else None,
         "shop_id": esc.shop_id,
+        "channel": esc.channel.value if esc.channel else None,
         "agent_id": esc.agent_id,
         "waiting_seconds": esc.waiting_seconds,
         "lateness_seconds": esc.lateness_seconds,
