@@ -320,12 +320,21 @@ class Classifier:
         """Family words that are whole words of the message (``hits``: English, pinyin
         abbreviations): each counts unless a ``firm`` denial stands before it (no need for
         lawyers) or a ``things`` word after it (smoke alarm, police officer)."""
-        firm = self._firm
+        firm, skip, things = self._firm, self._neg_skip, self._things
+        last = len(words) - 1
         for i, w in enumerate(words):
             if w not in hits:
                 continue
-            if (firm and self._denier(words, i) in firm) or self._thing_after(words, i + 1):
-                continue
+            if firm and i:  # a firm denial before it, maybe past filler words
+                before = words[i - 1]
+                if before in skip:
+                    before = self._denier(words, i)
+                if before in firm:
+                    continue
+            if i < last:  # a thing word after it: smoke alarm, fire-safe
+                after = words[i + 1]
+                if after in things or (after == "-" and self._thing_after(words, i + 1)):
+                    continue
             for fname in self._fam_word[w]:
                 present.setdefault(fname, w)
 

@@ -373,16 +373,24 @@ class Matcher:
         found: list[tuple[int, int, Hit]] = []
         known = self._words
         alias = self._aliases.get
+        last = len(words) - 1
         for i, w in enumerate(words):
             info = known.get(w)
             if info is None:
                 info = self._word(w)
+            second = None  # the next word, read through the aliases once
             for rest, h in info:
                 if not rest:
                     found.append((i, 1, h))
                     continue
-                nxt = words[i + 1 : i + 1 + len(rest)]
-                if len(nxt) == len(rest) and tuple(map(alias, nxt, nxt)) == rest:
+                if i + len(rest) > last:
+                    continue
+                if second is None:
+                    second = alias(words[i + 1], words[i + 1])
+                if second != rest[0]:
+                    continue  # the next word first: "the" or "my" begins many phrases
+                nxt = words[i + 2 : i + 1 + len(rest)]
+                if tuple(map(alias, nxt, nxt)) == rest[1:]:
                     found.append((i, 1 + len(rest), h))
         covered: set[int] = set()
         for i, n, h in found:
