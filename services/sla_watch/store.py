@@ -160,6 +160,7 @@ _TICKET_COLS = (
     ("agent_id", "text"),
     ("customer_ref", "text"),
     ("agent_at", "timestamptz"),
+    ("routed_at", "timestamptz"),
 )
 
 _CLOCK_COLS = (
@@ -246,7 +247,8 @@ _FLUSH = (
 @dataclass(slots=True)
 class Batch:
     """What a batch of events did, once committed: per event an outcome label (``ok``,
-    ``duplicate``, ``ignored``), the timers to set and the events emitted (for metrics)."""
+    ``duplicate``, ``ignored``, ``stale``: a routed event older than the one applied), the
+    timers to set and the events emitted (for metrics)."""
 
     results: list[str]
     due: list[Due]
@@ -343,10 +345,11 @@ class _Tx:
 
     def hold(self, agent_id: str | None, at: datetime, customer_ref: str | None = None) -> None:
         """The ticket is held by ``agent_id`` (None: nobody, queued) as of ``at``, unless
-        a later holder is already known: the router stamps each routed event in the
-        ticket's lock, so the latest ``occurred_at`` names the current agent, and a stale
-        or redelivered event consumed after a newer one changes nothing. A missing
-        ``customer_ref`` keeps the known one."""
+        a later holder is already known (``agent_at``). Routed events older than the latest
+        applied one never get here (``routed_at``, in ``_routed``); what this still guards
+        against is a resolve, which frees the agent without a routed event: a routed event
+        stamped before the resolve's ``received_at`` does not give the ticket back to its
+        agent. A missing ``customer_ref`` keeps the known one."""
         t = self.ticket
         if t["agent_at"] is not None and at < t["agent_at"]:
             return
@@ -577,12 +580,22 @@ def _reopened(tx: _Tx, msg: MessageEvent) -> None:
         )
 
 
-def _routed(tx: _Tx, routed: RoutedEvent) -> None:
+def _routed(tx: _Tx, routed: RoutedEvent) -> str:
     """Learn the ticket's labels and who holds it (the router publishes a routed event for
     every decision, assignment from the queue, manual reassignment and escalation);
     recompute running clocks under the policy that now matches; start its resolution
-    clock if the policy has one and it never ran."""
+    clock if the policy has one and it never ran.
+
+    The latest routed event wins, for all of it: the router stamps ``occurred_at`` under
+    the ticket's lock, and ``routed_at`` keeps the stamp of the latest one applied. One
+    stamped at or before it (``duplicate``: the same stamp, i.e. the same event again;
+    ``stale``: older, from a redelivery or the other router instance's relay) changes
+    nothing: no label, no holder, no limit, no clock started or cancelled, no event."""
+    known = tx.ticket["routed_at"]
+    if known is not None and routed.occurred_at <= known:
+        return "duplicate" if routed.occurred_at == known else "stale"
     tx.lock(
+        ("routed_at", routed.occurred_at),
         priority=routed.priority.value,
         tier=routed.tier.value,
         category=routed.category.value,
@@ -597,13 +610,13 @@ def _routed(tx: _Tx, routed: RoutedEvent) -> None:
     if cp is None:
         if res is not None and res["state"] in (ClockState.running, ClockState.paused):
             tx.stop((ClockName.resolution.value,), routed.occurred_at, cancel=True)
-        return
+        return "ok"
     if res is not None:
-        return
+        return "ok"
     started = routed.message_received_at or routed.occurred_at
     resolved = tx.ticket["resolved_at"]
     if resolved is not None and resolved >= started:
-        return
+        return "ok"
     tx.start(
         cp,
         conversation_id=routed.conversation_id,
@@ -612,6 +625,7 @@ def _routed(tx: _Tx, routed: RoutedEvent) -> None:
         started_at=started,
         paused=cp.pause_on_customer_wait and tx.waiting_on_customer(),
     )
+    return "ok"
 
 
 def _escalation(tx: _Tx, esc: EscalationEvent) -> None:
@@ -634,10 +648,11 @@ def _relevant(ev: Event) -> bool:
     return True
 
 
-def _apply(tx: _Tx, ev: Event) -> None:
+def _apply(tx: _Tx, ev: Event) -> str:
+    """Apply one event to its locked ticket; its outcome label."""
     if isinstance(ev, RoutedEvent):
-        _routed(tx, ev)
-    elif isinstance(ev, EscalationEvent):
+        return _routed(tx, ev)
+    if isinstance(ev, EscalationEvent):
         _escalation(tx, ev)
     elif ev.kind is MessageKind.message_created and ev.author_role is AuthorRole.customer:
         _customer_message(tx, ev)
@@ -647,6 +662,7 @@ def _apply(tx: _Tx, ev: Event) -> None:
         _resolved(tx, ev)
     else:
         _reopened(tx, ev)
+    return "ok"
 
 
 async def apply_in(conn: Any, events: Sequence[Event], policies: Policies) -> Batch:
@@ -655,8 +671,10 @@ async def apply_in(conn: Any, events: Sequence[Event], policies: Policies) -> Ba
     events touch and their clocks, run each event's transitions in memory in the order
     given (so a ticket sees its own events in order), then write the changed tickets and
     clocks and the emitted events back as sets. Idempotent: a message already applied
-    (here or in an earlier batch) is a ``duplicate``; routed and escalation events set
-    labels and start the resolution clock once, so applying them again changes nothing."""
+    (here or in an earlier batch) is a ``duplicate``; a routed event no newer than the
+    latest applied is a ``duplicate`` (the same stamp) or ``stale`` (older) and changes
+    nothing; escalation events set labels and recompute, so applying them again changes
+    nothing."""
     results = ["ignored"] * len(events)
     live = [i for i, ev in enumerate(events) if _relevant(ev)]
     mids = [ev.message_id for i in live if isinstance(ev := events[i], MessageEvent)]
@@ -676,8 +694,7 @@ async def apply_in(conn: Any, events: Sequence[Event], policies: Policies) -> Ba
     await st.load(conn, [events[i].ticket_id for i in todo])
     for i in todo:
         ev = events[i]
-        _apply(_Tx(st, ev.ticket_id), ev)
-        results[i] = "ok"
+        results[i] = _apply(_Tx(st, ev.ticket_id), ev)
     due = await st.flush(conn)
     return Batch(results, due, st.emitted)
 

@@ -20,6 +20,7 @@ from shared.events import (
     Category,
     MessageKind,
     Priority,
+    RoutedEvent,
     SlaEvent,
     SlaKind,
     Tier,
@@ -28,7 +29,7 @@ from shared.events import (
     utcnow,
 )
 from tests.helpers import TopicReader, serving, uid, wait_ready
-from tests.integration.test_sla_clocks import DEFAULT, events, message, routed
+from tests.integration.test_sla_clocks import DEFAULT, RICH, events, message, routed
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +90,7 @@ async def test_out_of_order_in_one_batch(pool):
 
     r = routed(b, Category.complaint, received=now - timedelta(seconds=2))
     first = await store.apply(pool, [r, r], DEFAULT)  # twice in one batch
-    assert first.results == ["ok", "ok"]
+    assert first.results == ["ok", "duplicate"]
     assert (await clock(pool, b))["state"] == "met"
     res = await clock(pool, b, "resolution")
     assert res["state"] == "running" and res["instance"] == 1
@@ -224,12 +225,53 @@ async def test_routed_events_of_one_ticket_in_one_batch_leave_the_latest_agent(p
     newer = routed(t, agent="l1-bob", at=t0 + timedelta(seconds=2))
     older = routed(t, agent="l1-amy", at=t0 + timedelta(seconds=1))
     out = await store.apply(pool, [message(t, at=t0), newer, older, newer], DEFAULT)
-    assert out.results == ["ok"] * 4
+    assert out.results == ["ok", "ok", "stale", "duplicate"]
     row = await pool.fetchrow("SELECT agent_id, agent_at FROM sla_tickets WHERE ticket_id = $1", t)
     assert (row["agent_id"], row["agent_at"]) == ("l1-bob", newer.occurred_at)
     assert await store.fire(pool, Kind.breach, [(await clock(pool, t))["id"]])
     [esc] = await events(pool, t, "cs.escalations.v1")
     assert esc["agent_id"] == "l1-bob"
+
+
+async def test_an_older_routed_event_after_a_newer_one_in_one_batch_changes_nothing(pool):
+    """In one batch, then the batch redelivered: a newer routed event (urgent/L2) and an
+    older one (normal/L1) of the same ticket, newer first. Under ``RICH`` the older labels
+    would select the default policy (60 s instead of the urgent 10 s); under ``DEFAULT``
+    a logistics category would cancel the complaint's resolution clock (``stopped``). The
+    older one is ``stale``: urgent/L2 stays, the deadlines and timers are the newer
+    one's, no resolution clock is cancelled, nothing else is emitted."""
+    fast, res = uid("tkt"), uid("tkt")
+    t0 = utcnow() - timedelta(seconds=5)
+
+    def pair(t: str, later: Category, earlier: Category) -> list[RoutedEvent]:
+        return [
+            routed(t, later, Priority.urgent, t0, at=t0 + timedelta(seconds=2), tier=Tier.L2),
+            routed(t, earlier, Priority.normal, t0, at=t0 + timedelta(seconds=1), tier=Tier.L1),
+        ]
+
+    out = await store.apply(
+        pool, [message(fast, at=t0), *pair(fast, Category.logistics, Category.logistics)], RICH
+    )
+    assert out.results == ["ok", "ok", "stale"]
+    fr = await clock(pool, fast)
+    assert (fr["policy"], fr["deadline"]) == ("urgent", t0 + timedelta(seconds=10))
+    assert {d.at for d in out.due} == {fr["deadline"].timestamp(), fr["warn_at"].timestamp()}
+
+    batch = [message(res, at=t0), *pair(res, Category.complaint, Category.logistics)]
+    out = await store.apply(pool, batch, DEFAULT)
+    assert out.results == ["ok", "ok", "stale"]
+    again = await store.apply(pool, batch, DEFAULT)
+    assert again.results == ["duplicate", "duplicate", "stale"]
+    assert again.emitted == [] and again.due == []
+    assert (await clock(pool, res, "resolution"))["state"] == "running"
+    assert [(e["clock"], e["kind"]) for e in await events(pool, res)] == [
+        ("first_response", "started"),
+        ("resolution", "started"),
+    ]
+    for t in (fast, res):
+        row = await pool.fetchrow("SELECT * FROM sla_tickets WHERE ticket_id = $1", t)
+        assert (row["priority"], row["tier"]) == ("urgent", "L2")
+        assert (await clock(pool, t))["state"] == "running"
 
 
 async def test_the_consumer_gives_a_breach_escalation_the_routed_agent(

@@ -97,6 +97,7 @@ def routed(
     agent: str | None = None,
     at: datetime | None = None,
     customer_ref: str | None = None,
+    tier: Tier = Tier.L2,
 ) -> RoutedEvent:
     """A routed event of ``ticket`` held by ``agent`` (None: queued), published at ``at``
     (now unless told)."""
@@ -112,8 +113,8 @@ def routed(
         channel=Channel.chat,
         category=category,
         priority=priority,
-        tier=Tier.L2,
-        queue="L2.normal",
+        tier=tier,
+        queue=f"{tier.value}.{priority.value}",
         reasons=["test"],
         message_received_at=received,
         agent_id=agent,
@@ -261,6 +262,47 @@ async def test_a_resolved_ticket_reopened_names_no_agent_until_routed_again(pool
     e = await breach_escalation(pool, t)
     assert e.escalation_id == escalation_id_for(t, "first_response_breached", "2")
     assert e.agent_id is None
+
+
+async def test_an_older_routed_event_consumed_after_a_newer_one_changes_nothing(pool):
+    """Two routed events of one ticket consumed out of order (a redelivery, or two router
+    instances' relays): the newer one (urgent/L2, to l2-evan) first, then the older one
+    (normal/L1, to l1-amy). The older one is ``stale``: the labels stay urgent/L2, the
+    first-response clock keeps the urgent policy's 10 s deadline (the older labels would
+    select the complaint policy: 30 s, and a resolution clock started), nothing is emitted
+    and no timer set; the breach's escalation says urgent/L2 and l2-evan."""
+    t = uid("tkt")
+    t0 = utcnow() - timedelta(seconds=40)
+    await store.on_customer_message(pool, message(t, at=t0), RICH)
+    newer = routed(t, Category.complaint, Priority.urgent, t0, agent="l2-evan", at=t0, tier=Tier.L2)
+    older = routed(
+        t,
+        Category.complaint,
+        Priority.normal,
+        t0,
+        agent="l1-amy",
+        at=t0 - timedelta(milliseconds=1),
+        tier=Tier.L1,
+    )
+    assert (await store.apply(pool, [newer], RICH)).results == ["ok"]
+    ticket = dict(await pool.fetchrow("SELECT * FROM sla_tickets WHERE ticket_id = $1", t))
+    fr = dict(await clock(pool, t))
+    assert (fr["policy"], fr["deadline"]) == ("urgent", t0 + timedelta(seconds=10))
+    outbox = await events(pool, t)
+
+    stale = await store.apply(pool, [older], RICH)
+    assert stale.results == ["stale"] and stale.emitted == [] and stale.due == []
+    again = dict(await pool.fetchrow("SELECT * FROM sla_tickets WHERE ticket_id = $1", t))
+    assert (again["priority"], again["tier"], again["agent_id"]) == ("urgent", "L2", "l2-evan")
+    assert again == {**ticket, "updated_at": again["updated_at"]}
+    assert dict(await clock(pool, t)) == fr
+    assert await clock(pool, t, "resolution") is None
+    assert await events(pool, t) == outbox
+    assert (await store.apply(pool, [newer], RICH)).results == ["duplicate"]  # redelivered
+    assert dict(await clock(pool, t)) == fr
+    e = await breach_escalation(pool, t)
+    assert (e.priority, e.tier, e.agent_id) == (Priority.urgent, Tier.L2, "l2-evan")
+    assert e.deadline == t0 + timedelta(seconds=10)
 
 
 async def test_warning_once_and_not_before_its_time(pool):
