@@ -24,6 +24,14 @@ longer than the retention does not make the rows it lost unrecoverable.
 Only one relay per producer runs at a time (a PostgreSQL advisory lock), which keeps the
 order per key. If the broker is down the rows wait; the relay retries with backoff and
 catches up when it is back.
+
+A relay learns of new rows in one of two ways, which it declares in ``outbox_wakeup`` when
+it takes the lead (shared migration 0003): woken by the outbox trigger's NOTIFY as each
+writing transaction commits, with a poll every ``poll_interval`` as the safety net (the
+default), or, with ``wake_on_notify=False``, by polling every ``poll_interval`` alone; the
+trigger then sends no NOTIFY for the producer's rows, and its writers' commits do not
+queue one behind the other for PostgreSQL's notify lock. For a producer with many small
+transactions whose relay gathers rows for tens of milliseconds anyway.
 """
 
 from __future__ import annotations
@@ -200,12 +208,15 @@ class OutboxRelay:
         end_offsets: EndOffsets | None = None,
         loss_check_interval: float = 1.0,
         purge_interval: float = 5.0,
-        gather_seconds: float = 0.0,
+        wake_on_notify: bool = True,
     ) -> None:
-        """``gather_seconds``: after a batch smaller than ``batch_size``, and the wake-up
-        that follows it, wait this long before fetching, so that the rows of the commits
-        meanwhile go out together (fewer, larger batches: less CPU per row in the relay
-        and in PostgreSQL, for up to this much more time before a row is published)."""
+        """After a batch smaller than ``batch_size`` the relay waits for a NOTIFY of its
+        producer, at most ``poll_interval``, before fetching again. ``wake_on_notify``
+        False: it is not woken by NOTIFY, and asks the outbox trigger (``outbox_wakeup``)
+        to send none for its producer; it then fetches every ``poll_interval``, and the
+        rows of the commits meanwhile go out together (fewer, larger batches: less CPU per
+        row in the relay and in PostgreSQL, for up to that much more time before a row is
+        published)."""
         self._dsn = dsn
         self._producer = producer
         self._publish = publish
@@ -220,7 +231,7 @@ class OutboxRelay:
         self._end_offsets = end_offsets if self._retention > 0 else None
         self._loss_check_interval = loss_check_interval
         self._purge_interval = purge_interval
-        self._gather = gather_seconds
+        self._wake_on_notify = wake_on_notify
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._lock_key = lock_key(producer)
@@ -280,7 +291,18 @@ class OutboxRelay:
             if self._stop.is_set():
                 return
             self.is_leader = True
-            await conn.add_listener(CHANNEL, self._on_notify)
+            if self._wake_on_notify:
+                await conn.add_listener(CHANNEL, self._on_notify)
+            # Declared after listening and before the first fetch. Rows another leader left
+            # are in that fetch; only a writer whose trigger read the old flag and that
+            # commits after the fetch goes unannounced: its rows wait for the next poll.
+            await conn.execute(
+                "INSERT INTO outbox_wakeup (producer, notify) VALUES ($1, $2)"
+                " ON CONFLICT (producer) DO UPDATE SET notify = EXCLUDED.notify,"
+                " updated_at = now()",
+                self._producer,
+                self._wake_on_notify,
+            )
             await self._load_acked(conn)
             backoff = 0.2
             while not self._stop.is_set():
@@ -294,8 +316,6 @@ class OutboxRelay:
                 backoff = 0.2
                 if n < self._batch_size:
                     await self._sleep(min(self._poll_interval, self._loss_check_interval))
-                    if self._gather > 0:
-                        await asyncio.sleep(self._gather)
         finally:
             self.is_leader = False
             if not conn.is_closed():

@@ -233,16 +233,22 @@ class Runtime:
 
 
 def make_relay(
-    name: str, settings: ServiceSettings, *, gather_seconds: float = 0.0
+    name: str,
+    settings: ServiceSettings,
+    *,
+    poll_interval: float = 1.0,
+    wake_on_notify: bool = True,
 ) -> tuple[OutboxRelay, RelayProducer]:
-    """A service's outbox relay and the producer it publishes with (stop both)."""
+    """A service's outbox relay and the producer it publishes with (stop both); the
+    options are ``OutboxRelay``'s."""
     producer = RelayProducer(settings.kafka_bootstrap_servers, name)
     relay = OutboxRelay(
         settings.database_url.get_secret_value(),
         name,
         producer.publish,
         retention_seconds=settings.outbox_retention_seconds,
-        gather_seconds=gather_seconds,
+        poll_interval=poll_interval,
+        wake_on_notify=wake_on_notify,
     )
     return relay, producer
 

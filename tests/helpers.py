@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer
@@ -27,7 +28,7 @@ from shared.events import (
     SlaEvent,
     dump,
 )
-from shared.outbox import OutboxRow
+from shared.outbox import CHANNEL, OutboxRow, enqueue
 from shared.signing import signed_headers
 from shared.topics import SLA, TopicSpec
 
@@ -224,3 +225,51 @@ async def publish_event(
         correlation_id=event.correlation_id,
         headers={"content-type": "application/json"},
     )
+
+
+class OutboxNotifications:
+    """The NOTIFY payloads (producer names) of the outbox trigger, in the order their
+    transactions committed (PostgreSQL delivers them so)."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self.payloads: list[str] = []
+        self._arrived = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> OutboxNotifications:
+        self._conn = await asyncpg.connect(self._dsn)
+        await self._conn.add_listener(CHANNEL, self._on_notify)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        self.payloads.append(str(payload))
+        self._arrived.set()
+
+    async def sent_before_now(self, pool: asyncpg.Pool) -> list[str]:
+        """Every payload of the transactions committed before this call: commits a row of
+        a producer no relay declared (notified), waits for its NOTIFY, and returns the
+        payloads that came before it. The row is deleted again."""
+        marker = uid("marker")
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, marker, [sla_row(marker, 0)])
+        async with asyncio.timeout(30):
+            while marker not in self.payloads:
+                self._arrived.clear()
+                await self._arrived.wait()
+        await pool.execute("DELETE FROM outbox WHERE producer = $1", marker)
+        return self.payloads[: self.payloads.index(marker)]
+
+
+async def relay_declared(pool: asyncpg.Pool, producer: str, notify: bool) -> None:
+    """Until the relay of ``producer`` has declared in ``outbox_wakeup`` how it is woken."""
+    query = "SELECT notify FROM outbox_wakeup WHERE producer = $1"
+    async with asyncio.timeout(60):
+        while True:
+            if await pool.fetchval(query, producer) is notify:
+                return
+            await asyncio.sleep(0.05)

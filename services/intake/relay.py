@@ -35,9 +35,11 @@ from shared.service import make_relay
 log = get_logger(__name__)
 
 PR_SET_PDEATHSIG = 1
-# After a small batch, rows committed within this time go out with the next one: a few
-# larger batches instead of one per group commit (see OutboxRelay's gather_seconds).
-GATHER_SECONDS = 0.02
+# After a batch smaller than 500 rows the relay fetches again this much later, not woken
+# by NOTIFY: the rows of the group commits meanwhile go out together (a few larger batches
+# instead of one per commit), and intake's commits take no notify lock (shared migration
+# 0003: one at a time, each with its own WAL flush, while they notified).
+POLL_SECONDS = 0.02
 PARENT_ENV = "INTAKE_RELAY_PARENT_PID"
 
 
@@ -51,7 +53,9 @@ def _die_with_parent() -> None:
 
 
 async def run(settings: IntakeSettings) -> None:
-    relay, producer = make_relay(PRODUCER, settings, gather_seconds=GATHER_SECONDS)
+    relay, producer = make_relay(
+        PRODUCER, settings, poll_interval=POLL_SECONDS, wake_on_notify=False
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, relay.stop)

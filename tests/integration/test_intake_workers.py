@@ -20,7 +20,13 @@ import psutil
 import pytest
 
 from shared.localstack import ServiceProc, free_port
-from tests.helpers import TopicReader, generic_body, signed
+from tests.helpers import (
+    OutboxNotifications,
+    TopicReader,
+    generic_body,
+    relay_declared,
+    signed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -142,12 +148,19 @@ async def scrape(svc: ServiceProc, path: str = "/metrics") -> httpx.Response:
         return await c.get(path)
 
 
-async def test_every_worker_reports_the_sum_and_the_relay(infra, intake: ServiceProc) -> None:
+async def test_every_worker_reports_the_sum_and_the_relay(infra, pool, intake: ServiceProc) -> None:
     await wait_ready(intake)
+    # The relay process polls: intake's commits send no NOTIFY, and still every event
+    # reaches the topic.
+    await relay_declared(pool, "intake", notify=False)
     before = published((await scrape(intake)).text)
-    async with TopicReader(infra.bootstrap, "cs.messages.v1") as reader:
+    async with (
+        OutboxNotifications(infra.dsn) as notifications,
+        TopicReader(infra.bootstrap, "cs.messages.v1") as reader,
+    ):
         ids = set(await post_many(intake, N))
         await reader.wait_for(lambda r: r["source_event_id"] in ids, timeout=60, count=N)
+        assert "intake" not in await notifications.sent_before_now(pool)
     seen, sent = [], []
     for _ in range(8):
         text = (await scrape(intake)).text

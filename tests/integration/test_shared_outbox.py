@@ -13,7 +13,7 @@ from shared.kafka import RelayProducer, make_broker
 from shared.localstack import Broker, free_port
 from shared.outbox import OutboxRelay, OutboxRow, backlog, enqueue
 from shared.topics import SLA
-from tests.helpers import TopicReader, sla_row, uid
+from tests.helpers import OutboxNotifications, TopicReader, relay_declared, sla_row, uid
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +95,86 @@ async def test_rolled_back_transaction_publishes_nothing(infra, pool):
     with pytest.raises(Boom):
         await write_then_fail()
     assert await backlog(pool, producer) == 0
+
+
+async def test_trigger_notifies_the_producers_whose_relay_wants_it(infra, pool):
+    """A producer whose relay declared it polls gets no NOTIFY; one that asked for it, or
+    that no relay declared, gets one per committing transaction, also when a statement
+    holds rows of both."""
+    polled, notified, undeclared = uid("polled"), uid("notified"), uid("undeclared")
+    ours = {polled, notified, undeclared}
+    await pool.execute(
+        "INSERT INTO outbox_wakeup (producer, notify) VALUES ($1, false), ($2, true)",
+        polled,
+        notified,
+    )
+    try:
+        async with OutboxNotifications(infra.dsn) as notifications:
+            for producer in (polled, notified, undeclared, polled):
+                async with pool.acquire() as conn, conn.transaction():
+                    await enqueue(conn, producer, _events(uid("tkt"), 3))
+            await pool.execute(
+                "INSERT INTO outbox (producer, topic, payload)"
+                " VALUES ($1, 'test.none', ''), ($2, 'test.none', '')",
+                polled,
+                notified,
+            )
+            sent = [p for p in await notifications.sent_before_now(pool) if p in ours]
+        assert sent == [notified, undeclared, notified]
+    finally:
+        await pool.execute("DELETE FROM outbox WHERE producer = ANY($1::text[])", list(ours))
+        await pool.execute("DELETE FROM outbox_wakeup WHERE producer = ANY($1::text[])", list(ours))
+
+
+async def test_polling_relay_publishes_without_notify_and_a_notified_one_is_woken(infra, pool):
+    """A relay with ``wake_on_notify=False`` declares it, its producer's commits send no
+    NOTIFY, and its polls publish every row in order. The next leader of the producer wants
+    waking: it declares so, and with hourly polls only the NOTIFY can bring it the rows
+    committed after its first publish."""
+    producer, ticket = uid("producer"), uid("tkt")
+    out = RelayProducer(infra.bootstrap, "test")
+
+    async def commit(first: int, n: int) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, producer, [sla_row(ticket, i) for i in range(first, first + n)])
+
+    def expect(n: int) -> list[str]:
+        return [f"{ticket}-{i}" for i in range(n)]
+
+    polling = OutboxRelay(
+        infra.dsn, producer, out.publish, poll_interval=0.05, wake_on_notify=False
+    )
+    notified = OutboxRelay(
+        infra.dsn, producer, out.publish, poll_interval=3600, loss_check_interval=3600
+    )
+    tasks = [await _run_relay(polling)]
+    try:
+        async with (
+            OutboxNotifications(infra.dsn) as notifications,
+            TopicReader(infra.bootstrap, SLA.name) as reader,
+        ):
+            await relay_declared(pool, producer, notify=False)
+            for first in (0, 10, 20):
+                await commit(first, 10)
+            got = await reader.wait_for(lambda e: e["ticket_id"] == ticket, count=30)
+            assert [e["correlation_id"] for e in got] == expect(30)
+            assert producer not in await notifications.sent_before_now(pool)
+        polling.stop()
+        await tasks[0]
+        tasks.append(await _run_relay(notified))
+        async with TopicReader(infra.bootstrap, SLA.name) as reader:
+            await relay_declared(pool, producer, notify=True)
+            await commit(30, 5)  # in its first fetch, or woken
+            await reader.wait_for(lambda e: e["ticket_id"] == ticket, count=35, timeout=30)
+            await commit(35, 5)  # it sleeps for an hour unless woken
+            got = await reader.wait_for(lambda e: e["ticket_id"] == ticket, count=40, timeout=30)
+            assert [e["correlation_id"] for e in got] == expect(40)
+    finally:
+        polling.stop()
+        notified.stop()
+        await asyncio.gather(*tasks)
+        await out.stop()
+        await pool.execute("DELETE FROM outbox_wakeup WHERE producer = $1", producer)
 
 
 async def test_relay_waits_out_a_broker_outage_and_catches_up(infra, pool, tmp_path):
