@@ -1,0 +1,79 @@
+"""English threats and safety reports with the shipped rules (docs/routing-rules.md,
+"English threats"): outside parties with an intent or an act, harm to a person or a pet.
+The look-alikes that must stay low (slang, things, denials, a job) are in
+test_router_classify_general.py. The messages are written for the tests, not taken from an
+evaluation set."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.router.domain import Decision, DecisionInput, decide
+from shared.events import Priority, Tier
+
+
+def d(text: str) -> Decision:
+    return decide(DecisionInput(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "signal"),
+    [
+        # an authority, named or as a consumer body, or the police with an intent or an act
+        ("I'm filing a complaint with the Better Business Bureau.", "threat_regulator"),
+        ("Final warning: sort it or I'm going to Trading Standards", "threat_regulator"),
+        ("Do I need to get the ombudsman involved?", "threat_regulator"),
+        ("Consumer Council will be hearing about this", "threat_regulator"),
+        ("My husband says you are breaking consumer law.", "threat_regulator"),
+        ("I've reported this to the police as fraud.", "threat_regulator"),
+        ("refund me or I call the cops", "threat_regulator"),
+        # a lawyer or a court
+        ("You'll be hearing from my solicitor.", "threat_legal"),
+        ("I'm taking you to the small claims court.", "threat_legal"),
+        ("Don't make me involve a lawyer", "threat_legal"),
+        ("Consider this a formal complaint; next step is the county court.", "threat_legal"),
+        ("wont refund? fine, see you in court", "threat_legal"),
+        ("We will take legal action", "threat_legal"),
+        # the press, or a site with what one does to put it there
+        ("Going straight to the press with this.", "threat_media"),
+        ("I'll be writing to the newspaper", "threat_media"),
+        ("I will be leaving reviews on Facebook and Trustpilot.", "threat_media"),
+        ("Going to warn everyone in my neighbourhood Facebook group", "threat_media"),
+        ("ima post this on tiktok so everyone knows", "threat_media"),
+        ("I will name and shame you", "threat_media"),
+        # the bank or the card, the selling marketplace
+        ("I'll be speaking to my bank tomorrow about reversing this payment.", "chargeback"),
+        ("I have contacted my credit card provider.", "chargeback"),
+        ("I'll raise a dispute with Visa.", "chargeback"),
+        ("Opening a case with eBay is my next step if there's no refund.", "threat_platform"),
+        ("I'm reporting this listing to Etsy", "threat_platform"),
+        # harm to a person or a pet, or a near miss
+        ("The hairdryer burst into flames in my hand", "safety"),
+        ("The charger sparked and melted the socket", "safety"),
+        ("The heater started smoking and tripped the fuse", "safety"),
+        ("The electric blanket scorched my leg", "safety"),
+        ("The kettle gave me an electric shock", "safety"),
+        ("My son got a nasty burn from the straighteners", "safety"),
+        ("The glass lid shattered and cut my daughter's arm", "safety"),
+        ("The step stool gave way and I broke my wrist", "safety"),
+        ("My baby choked on a piece that broke off the rattle", "safety"),
+        ("my 2 year old had the battery from the remote in his mouth", "safety"),
+        ("We all got food poisoning from the frozen prawns", "safety"),
+        ("My cat has been vomiting since eating the new food", "safety"),
+        ("My face is swollen after using your serum", "safety"),
+        ("The gas hob smells of gas and my kids are scared", "safety"),
+        ("we spent the night in A&E", "safety"),
+        ("The adapter smells of burning and the plug went black", "safety"),
+    ],
+)
+def test_an_english_threat_or_safety_report_is_urgent_and_second_line(
+    text: str, signal: str
+) -> None:
+    dec = d(text)
+    assert signal in dec.risk_signals, (text, dec.risk_signals)
+    assert dec.priority is Priority.urgent and dec.tier is Tier.L2, text
+
+
+def test_an_english_profanity_after_a_denial_still_counts() -> None:
+    # English denials deny threats and safety reports only
+    assert "profanity" in d("I do not have a damn account, can I register?").risk_signals
