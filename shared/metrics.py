@@ -30,7 +30,8 @@ _LATENESS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300, 360
 _RESPONSE = (1, 5, 10, 15, 20, 25, 30, 45, 60, 120, 300, 900, 3600)
 
 # --- common to every service -------------------------------------------------------
-# Messages a consumer handled, by topic and outcome (ok|duplicate|deadletter|error).
+# Messages a consumer handled, by topic and outcome (ok|duplicate|ignored|stale|deadletter|
+# error; stale: an older routed event than one sla_watch already applied).
 CONSUMED = Counter(
     "ticketflow_consumed_total",
     "Messages handled by a consumer",
