@@ -57,6 +57,7 @@ HELD_OUT = (
     "zh_fresh6.jsonl",
     "zh_fresh7.jsonl",
     "en_fresh.jsonl",
+    "en_fresh2.jsonl",
 )
 NGRAM_RANGE = (1, 2)
 MIN_DF = 2
