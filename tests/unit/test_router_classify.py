@@ -234,6 +234,14 @@ def test_an_urgent_threat_is_never_below_second_line(
     assert dec.priority is Priority.urgent
 
 
+def test_an_english_denial_does_not_deny_a_chinese_threat() -> None:
+    # Found by the property above: "none 有电 c" went to the bot, "None 消费保 None" too.
+    for text in ("none 有电 c", "None 消费保 None", "never 曝光到网上", "no 流血 shipping"):
+        dec = d(text)
+        assert (dec.tier, dec.priority) == (Tier.L2, Priority.urgent), text
+    assert d("I am not going to sue anyone").tier is not Tier.L2
+
+
 # --------------------------------------------------------------------------- loading
 
 

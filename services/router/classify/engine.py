@@ -302,7 +302,7 @@ class Classifier:
 
     def _denied(self, words: tuple[str, ...], i: int, intent_only: bool) -> int:
         """Whether the word at ``i`` follows a denial: 0 no, 1 yes, FIRM by a ``firm`` one
-        (which denies threats and safety reports only)."""
+        (which denies threats and safety reports only, and only in English words)."""
         if i == 0:
             return 0
         w = words[i - 1]
@@ -310,8 +310,8 @@ class Classifier:
             w = self._denier(words, i)
         if intent_only:
             return w in self._neg_intent
-        if w in self._firm:
-            return FIRM
+        if w in self._firm:  # English: it denies English words only (none 有电 is not denied)
+            return FIRM if words[i].isascii() else 0
         return 1 if w in self._neg else 0
 
     def _family_words(
