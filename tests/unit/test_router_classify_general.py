@@ -295,6 +295,14 @@ def test_more_new_wordings_reach_second_line(text: str) -> None:
         "My son broke the zip on the backpack, can I buy a new one?",
         "My daughter's reaction when she opened it was priceless, thank you!",
         "My daughter fell in love with the dress, any more colours?",
+        # who someone is with no intent form or act, a question about a policy, a fall or a
+        # video that is none (issue #4, second round)
+        "I'm a reporter at a local radio station, can I get your price list?",
+        "I work as a journalist and need a sturdy laptop bag. Which one fits 15 inch?",
+        "Do you have a policy on chargebacks?",
+        "My son fell asleep in the car seat within minutes, so comfy",
+        "The handle fell off the drawer, can I get a new one?",
+        "Saw a YouTube video of your sofa, does it come in grey?",
     ],
 )
 def test_look_alikes_stay_below_second_line(text: str) -> None:

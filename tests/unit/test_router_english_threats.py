@@ -64,6 +64,15 @@ def d(text: str) -> Decision:
         ("The gas hob smells of gas and my kids are scared", "safety"),
         ("we spent the night in A&E", "safety"),
         ("The adapter smells of burning and the plug went black", "safety"),
+        # a video promised, a site with "put", a fall, a chargeback named with an intent or
+        # an act (second round)
+        ("I'll make a YouTube video about how you treat customers", "threat_media"),
+        ("Recording a TikTok story about this shop tonight", "threat_media"),
+        ("Gonna put this on Facebook unless you refund me today", "threat_media"),
+        ("The walking frame's wheel came off and my grandad fell", "safety"),
+        ("The shelf bracket gave way and the shelf fell on my foot", "safety"),
+        ("Filing a chargeback today.", "chargeback"),
+        ("I want a chargeback, this is theft", "chargeback"),
     ],
 )
 def test_an_english_threat_or_safety_report_is_urgent_and_second_line(
