@@ -157,6 +157,18 @@ def test_a_firm_denial_denies_a_threat_too(small_en: Classifier) -> None:
     assert signals(small_en, "i do not have a damn account") == ["rude"]
 
 
+def test_a_not_family_in_a_group_keeps_it_from_firing(small_en: Classifier) -> None:
+    # together: [[act, counsel, not elsewhere]]: a lawyer with an act, unless a word of
+    # `elsewhere` is there too (a past dispute with another shop)
+    rules = SMALL_EN.replace("  act: [call, ll]", "  act: [call, ll]\n  elsewhere: [another, ago]")
+    rules = rules.replace("[[act, counsel]]", "[[act, counsel, not elsewhere]]")
+    clf = Classifier(parse_rules(rules, "small_en.yaml"))
+    assert signals(clf, "i ll call a lawyer") == ["regulator"]
+    assert signals(clf, "i ll call a lawyer like with another shop years ago") == []
+    assert signals(clf, "i ll call a lawyer and then sue") == ["regulator"]  # its terms count
+    assert signals(small_en, "i ll call a lawyer like with another shop years ago") == ["regulator"]
+
+
 def test_a_thing_word_after_a_signal_word_names_a_thing(small_en: Classifier) -> None:
     assert signals(small_en, "smoke alarm") == []
     assert signals(small_en, "is it smoke-safe") == []

@@ -100,6 +100,16 @@ def test_an_unknown_family_is_refused_at_its_line() -> None:
     assert "signals.threat_media.together.0.1" in msg and "no family named “publik”" in msg
 
 
+def test_a_not_family_must_exist_and_a_group_needs_two_others() -> None:
+    bad = GOOD.replace("together: [[post, public]", "together: [[post, public, not publik]", 1)
+    msg = _refused(bad)
+    assert "signals.threat_media.together.0.2" in msg and "no family named “publik”" in msg
+    bad = GOOD.replace("together: [[post, public]", "together: [[post, not public]", 1)
+    msg = _refused(bad)
+    assert msg.startswith(f"rules.yaml:{_line_of(bad, '[[post, not public]')}:"), msg
+    assert "at least two families" in msg
+
+
 def test_a_bad_pattern_is_refused_at_its_line() -> None:
     bad = GOOD.replace("patterns: ['[第", "patterns: ['([第", 1)
     msg = _refused(bad)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from services.router.classify.rules import (
+    NOT_FAMILY,
     Hit,
     Matcher,
     RulesError,
@@ -81,6 +82,9 @@ _Fallback = tuple[str, str, Target]
 # A match in a window of words: (offset in its first word, number of words, family name or
 # term, the word found, the term's target or None for a family word).
 _Part = tuple[int, int, str, str, Target | None]
+# A ``together`` group: families needed (first as given), as a set, target, whether a denied
+# family word counts, families that must be absent (``not x``).
+_Group = tuple[tuple[str, ...], frozenset[str], Target, bool, frozenset[str]]
 
 
 class Classifier:
@@ -172,22 +176,17 @@ class Classifier:
             for k in range(1, len(c))
         )
         # (families, as a set, target, whether a denied family word counts: the signal says
-        # ``negation: false``, as threats do: 我也不想发到网上 is still going public)
+        # ``negation: false``, as threats do: 我也不想发到网上 is still going public, families
+        # that must be absent: the group's ``not x`` entries)
         # Kept by the group's first family: a message with two or three families present
         # checks only the groups that begin with one of them.
-        self._together: dict[str, list[tuple[tuple[str, ...], frozenset[str], Target, bool]]] = {}
+        self._together: dict[str, list[_Group]] = {}
         for cat, crule in rules.categories.items():
             for group in crule.together:
-                ctarget: Target = ("c", cat.value, 2.0)
-                self._together.setdefault(group[0], []).append(
-                    (tuple(group), frozenset(group), ctarget, False)
-                )
+                self._add_group(group, ("c", cat.value, 2.0), False)
         for name, srule in rules.signals.items():
             for group in srule.together:
-                starget: Target = ("s", name, 0.0)
-                self._together.setdefault(group[0], []).append(
-                    (tuple(group), frozenset(group), starget, not srule.negation)
-                )
+                self._add_group(group, ("s", name, 0.0), not srule.negation)
         # One regular expression per signal (its patterns as alternatives).
         self._patterns = [
             (re.compile("|".join(f"(?:{p})" for p in s.patterns)), name)
@@ -299,6 +298,15 @@ class Classifier:
                 break
             j -= 1
         return words[j] if j >= 0 else ""
+
+    def _add_group(self, group: list[str], target: Target, keep_denied: bool) -> None:
+        """A ``together`` group: its families, and those named ``not x`` that must be absent
+        (a PayPal dispute with another shop is no chargeback threat)."""
+        absent = frozenset(f.removeprefix(NOT_FAMILY) for f in group if f.startswith(NOT_FAMILY))
+        needed = tuple(f for f in group if not f.startswith(NOT_FAMILY))
+        self._together.setdefault(needed[0], []).append(
+            (needed, frozenset(needed), target, keep_denied, absent)
+        )
 
     def _denied(self, words: tuple[str, ...], i: int, intent_only: bool) -> int:
         """Whether the word at ``i`` follows a denial: 0 no, 1 yes, FIRM by a ``firm`` one
@@ -518,9 +526,11 @@ class Classifier:
             either = {**denied_too, **present} if denied_too else present
             together = self._together
             for first in either:
-                for group, gset, (kind, name, weight), keep_denied in together.get(first, ()):
+                for group, gset, (kind, name, weight), keep_denied, absent in together.get(
+                    first, ()
+                ):
                     seen = either if keep_denied else present
-                    if first in seen and seen.keys() >= gset:
+                    if first in seen and seen.keys() >= gset and present.keys().isdisjoint(absent):
                         term = "+".join(seen[f] for f in group)
                         found.append((Hit(kind, name, weight, term), False))
         for pattern, name in self._patterns:

@@ -39,10 +39,14 @@ def _clean_terms(v: list[str]) -> list[str]:
     return v
 
 
+# A ``together`` entry "not x": the group does not fire when a word of family x is there.
+NOT_FAMILY = "not "
+
+
 def _clean_groups(v: list[list[str]]) -> list[list[str]]:
     for i, group in enumerate(v):
-        if len(group) < 2:
-            raise ValueError(f"group {i + 1} must name at least two families")
+        if len([f for f in group if not f.startswith(NOT_FAMILY)]) < 2:
+            raise ValueError(f"group {i + 1} must name at least two families (besides “not” ones)")
     return v
 
 
@@ -272,6 +276,7 @@ def _conflicts(rules: RulesFile) -> Iterator[tuple[list[int | str], str]]:
         groups += [(["signals", name, "together", i], g) for i, g in enumerate(sig.together)]
     for loc, named in groups:
         for j, family in enumerate(named):
+            family = family.removeprefix(NOT_FAMILY)
             if family not in rules.families:
                 yield [*loc, j], f"no family named “{family}” (see families:)"
     cq = rules.context.question_category
