@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, replace
+from itertools import compress
 from typing import Any
 
 from services.router.classify.rules import (
@@ -39,12 +40,14 @@ from services.router.classify.second_opinion import (
     SecondOpinion,
     ThreatModel,
 )
-from services.router.classify.text import Tokenizer, Tokens
+from services.router.classify.text import PerWord, Tokenizer, Tokens
 from shared.events import Category
 
 _NUMERAL = frozenset("0123456789一二两三四五六七八九十几第百千")
 # A Latin letter right next to a Chinese character: where half-pinyin words (发huo) can be.
-_TOUCH = re.compile(r"[a-z][\u3400-\u9fff]|[\u3400-\u9fff][a-z]")
+# Written with the letter first (a leading character class: the search skips to Latin
+# letters instead of trying both alternatives at every character).
+_TOUCH = re.compile(r"[a-z](?:(?<=[\u3400-\u9fff][a-z])|(?=[\u3400-\u9fff]))")
 _LATIN = re.compile(r"[a-z]")
 _LATIN_WORD = re.compile(r"[a-z]+")
 # A denial by a ``negation.firm`` word: it denies threats and safety reports (not going to
@@ -85,6 +88,8 @@ _Part = tuple[int, int, str, str, Target | None]
 # A ``together`` group: families needed (first as given), as a set, target, whether a denied
 # family word counts, families that must be absent (``not x``).
 _Group = tuple[tuple[str, ...], frozenset[str], Target, bool, frozenset[str]]
+# What a word holds: its matches, and whether a match may go on from it into the next word.
+_WordInfo = tuple[tuple[_Part, ...], bool]
 
 
 class Classifier:
@@ -164,7 +169,7 @@ class Classifier:
                     self._fam_word.setdefault(variant, []).append(fname)
         self._fam_words = frozenset(self._fam_word)
         self._span_cache: dict[tuple[str, ...], tuple[_Part, ...]] = {}
-        self._word_info: dict[str, tuple[tuple[_Part, ...], bool]] = {}
+        self._word_info: PerWord[_WordInfo | None] = PerWord(self._info)
         # Every proper beginning of a family or rule word (homophone-read): what a word must
         # end with for a match to go on into the next word.
         self._heads = frozenset(
@@ -204,6 +209,9 @@ class Classifier:
         self._neg_intent = frozenset(neg.intent)
         self._neg_skip = frozenset(neg.skip)
         self._neg_tails = tuple(sorted(self._neg, key=len, reverse=True))
+        # Every word that can stand before a denied word (a denial or a filler word): a rule
+        # word after any other word is not denied, told without calling ``_denied``.
+        self._deniable = self._neg | self._firm | self._neg_skip
         self._question = rules.context.question_category
         self._rank = {c: i for i, c in enumerate(rules.tie_order)}
         self._categories = {c.value: c for c in Category}
@@ -253,7 +261,7 @@ class Classifier:
         ):
             mixed = self._mixed
             stripped = self._mixed_re.sub(lambda m: mixed[m.group(0)], stripped)
-        toks = self.tokenizer.tokens_of(stripped, has_order)
+        toks = self.tokenizer.tokens_of(stripped, has_order, latin)
         words = toks.words
         if (
             (latin or not self._spaced_latin)
@@ -389,19 +397,16 @@ class Classifier:
             return True
         return loose and not self.tokenizer.is_word(seg)
 
-    def _info(self, word: str) -> tuple[tuple[_Part, ...], bool]:
+    def _info(self, word: str) -> _WordInfo | None:
         """Per distinct word: the matches inside it, and whether a match may begin in it and
-        go on into the next word (one of its endings begins a family or rule word)."""
+        go on into the next word (one of its endings begins a family or rule word); None for
+        a word with neither (most words: skipped in C, see ``_classify``)."""
         if word.isascii():
-            out: tuple[tuple[_Part, ...], bool] = ((), False)
-        else:
-            canon = word.translate(self._canon) if self._canon else word
-            opens = any(canon[k:] in self._heads for k in range(len(canon)))
-            out = (self._spans((word,)), opens)
-        if len(self._word_info) >= 200_000:
-            self._word_info.clear()
-        self._word_info[word] = out
-        return out
+            return None
+        canon = word.translate(self._canon) if self._canon else word
+        opens = any(canon[k:] in self._heads for k in range(len(canon)))
+        parts = self._spans((word,))
+        return (parts, opens) if parts or opens else None
 
     def _spans(self, window: tuple[str, ...]) -> tuple[_Part, ...]:
         """Family words and fallback matches that begin in the first word of ``window`` and
@@ -459,9 +464,13 @@ class Classifier:
         found: list[tuple[Hit, int]] = []  # (hit, denied: 0, 1 or FIRM)
         seen_terms: set[str] = set()
         covered: set[int] = set()  # words that matched a rule word whole
+        deniable = self._deniable
         for i, n, h in self._matcher.scan(words):
             seen_terms.add(h.term)
-            covered.update(range(i, i + n))
+            if n == 1:
+                covered.add(i)
+            else:
+                covered.update(range(i, i + n))
             if (
                 h.kind == "s"
                 and i + n < len(words)
@@ -471,21 +480,26 @@ class Classifier:
                 )
             ):
                 continue  # 律师|事务所 names a firm, not a lawyer threatened with
-            found.append((h, self._denied(words, i, h.kind == "c")))
+            if i and words[i - 1] in deniable:
+                found.append((h, self._denied(words, i, h.kind == "c")))
+            else:
+                found.append((h, 0))
         present: dict[str, str] = {}  # family -> the word found (not denied)
         denied_too: dict[str, str] = {}  # family -> a word found denied
         # Family words and the fallback, per word and per pair (or triple, around a word of
         # one character) of words, each kept: no loop over characters per message.
         spans = self._span_cache
-        info = self._word_info
         todo: list[tuple[int, tuple[_Part, ...]]] = []
         n = len(words) if toks.language != "en" else 0  # English has no Chinese words
-        for i in range(n):
-            w = words[i]
-            wi = info.get(w)
-            if wi is None:
-                wi = self._info(w)
+        # Each word's kept matches and ends looked up in C; the loop runs only over the words
+        # that have either (None for the others).
+        infos = list(map(self._word_info.__getitem__, words)) if n else []
+        for i in compress(range(n), infos):
+            wi = infos[i]
+            if wi is None:  # not taken by compress: for the type checker
+                continue
             parts, opens = wi
+            w = words[i]
             if parts:
                 todo.append((i, parts))
             if opens and i + 1 < n and not words[i + 1].isascii():
@@ -592,13 +606,13 @@ class Classifier:
             and not (signals and any(h.rule.threat for h in signals))
         ):
             opinion = self._scorer.read(words)
-        return Classification(
-            category=category,
-            category_terms=tuple(dict.fromkeys(cat_terms.get(category, ()))),
-            scores=scores,
-            signals=tuple(signals),
-            anger=anger_f,
-            exclamations=toks.exclamations,
-            tokens=toks,
-            second_opinion=opinion,
+        return Classification(  # positional: keywords cost a dictionary more
+            category,
+            tuple(dict.fromkeys(cat_terms.get(category, ()))),
+            scores,
+            tuple(signals),
+            anger_f,
+            toks.exclamations,
+            toks,
+            opinion,
         )

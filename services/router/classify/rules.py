@@ -12,12 +12,14 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import compress
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from services.router.classify.text import PerWord
 from shared.config_file import error_loc, located, read_yaml
 from shared.events import Category, Priority, Tier
 
@@ -348,7 +350,7 @@ class Matcher:
         # Per distinct word (words repeat across messages even when texts do not): what it
         # matches, in rule order, as shared Hit objects; an empty rest is a one-word match,
         # else the words that must follow.
-        self._words: dict[str, tuple[tuple[tuple[str, ...], Hit], ...]] = {}
+        self._words: PerWord[tuple[tuple[tuple[str, ...], Hit], ...]] = PerWord(self._word)
 
     def _word(self, word: str) -> tuple[tuple[tuple[str, ...], Hit], ...]:
         out: list[tuple[tuple[str, ...], Hit]] = []
@@ -365,26 +367,20 @@ class Matcher:
             for p, term, (kind, name, weight) in self._prefix:
                 if w.startswith(p):
                     out.append(((), Hit(kind, name, weight, term)))
-        info = tuple(out)
-        if len(self._words) >= 200_000:
-            self._words.clear()
-        self._words[word] = info
-        return info
+        return tuple(out)
 
     def scan(self, words: Sequence[str]) -> list[tuple[int, int, Hit]]:
         """All hits as (index of the first word, number of words, hit); a category word
         inside a longer matched phrase does not count alone ("place an order" is pre-sale,
         its "order" alone is not an order question)."""
         found: list[tuple[int, int, Hit]] = []
-        known = self._words
         alias = self._aliases.get
         last = len(words) - 1
-        for i, w in enumerate(words):
-            info = known.get(w)
-            if info is None:
-                info = self._word(w)
+        # Each word's matches looked up in C; the loop runs only over words that have any.
+        infos = list(map(self._words.__getitem__, words))
+        for i in compress(range(len(infos)), infos):
             second = None  # the next word, read through the aliases once
-            for rest, h in info:
+            for rest, h in infos[i]:
                 if not rest:
                     found.append((i, 1, h))
                     continue

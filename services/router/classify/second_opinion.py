@@ -8,7 +8,9 @@ numbers removed, pinyin read as the word; the cut's words joined, Latin letters 
 dropped), trained on the studied evaluation sets by ``services/router/eval/train_threat.py``
 (``make train-router``) and exported to ``threat_model.json`` beside this file: n-gram ->
 weight, a bias and a threshold. Scoring it is plain Python: the n-grams (kept per word of
-the cut), one dictionary look-up each, a sum. scikit-learn is needed only to train.
+the cut), one dictionary look-up each, a sum; most messages are told below the threshold
+before that, by the most each of their words could add (kept per word too, one look-up
+each). scikit-learn is needed only to train.
 
 When the score passes the threshold and the rules found no threat, ``decide`` makes the
 message urgent and second line with the reason in plain words (docs/routing-rules.md,
@@ -25,6 +27,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from pathlib import Path
+
+from services.router.classify.text import PerWord
 
 MODEL_FILE = Path(__file__).with_name("threat_model.json")
 EVIDENCE_MAX = 3
@@ -93,9 +97,13 @@ class ThreatModel:
 
 
 # Per distinct word of the cut: the model's n-grams inside it (those of its vocabulary; the
-# others weigh nothing) and its first and last character, Latin letters and digits dropped.
-_WordGrams = tuple[frozenset[str], str, str]
-_WORDS_MAX = 200_000
+# others weigh nothing), its first and last character, Latin letters and digits dropped, and
+# the most it can add to a message's log-odds (its room, see ``Scorer.read``).
+_WordGrams = tuple[frozenset[str], str, str, float]
+# How far below the threshold a message's room must leave it to be told without scoring:
+# far more than the rounding of a plain sum of a few dozen rooms (about 1e-14), so the
+# answer is the exact score's, only sooner.
+_MARGIN = 1e-6
 
 
 class Scorer:
@@ -104,14 +112,26 @@ class Scorer:
     not, so a new message costs a look-up per word and one character pair per word
     boundary, not a slice per character)."""
 
-    __slots__ = ("_cut", "_get", "_words", "model")
+    __slots__ = ("_bounded", "_cut", "_get", "_pair_room", "_rooms", "_words", "model")
 
     def __init__(self, model: ThreatModel) -> None:
         self.model = model
         self._get = model.weights.get
         p = model.threshold
         self._cut = math.log(p / (1.0 - p))
-        self._words: dict[str, _WordGrams] = {}
+        self._words: PerWord[_WordGrams] = PerWord(self._word)
+        # Each word's room alone, so that a message's rooms are summed in C:
+        # ``sum(map(rooms.__getitem__, words))``.
+        self._rooms: PerWord[float] = PerWord(lambda w: self._words[w][3])
+        # A message's rooms only bound its score for the shipped lengths (characters and
+        # pairs, kept per word); a model of other lengths is always scored.
+        self._bounded = (model.lo, model.hi) == (1, 2)
+        # Per character: the largest positive weight of a pair beginning with it (what the
+        # pair across a word's end can add at most).
+        self._pair_room: dict[str, float] = {}
+        for g, w in model.weights.items():
+            if len(g) == 2 and w > self._pair_room.get(g[0], 0.0):
+                self._pair_room[g[0]] = w
 
     def logit(self, text: str) -> float:
         """The model's log-odds for ``text``: the bias plus the weight of each distinct
@@ -126,23 +146,21 @@ class Scorer:
         return self.model.bias + math.fsum(map(self._get, grams, repeat(0.0)))
 
     def grams(self, words: Sequence[str]) -> set[str]:
-        """The n-grams of ``model_text(words)`` that can weigh (the model's vocabulary, and
-        the character pairs across word boundaries), from the kept n-grams of each word."""
+        """The n-grams of ``model_text(words)`` that can weigh (those of the model's
+        vocabulary), from the kept n-grams of each word and the pairs across its ends."""
         m = self.model
         if (m.lo, m.hi) != (1, 2):  # a model of other lengths: from the text
             return set(ngrams(model_text(words), m.lo, m.hi))
         out: set[str] = set()
         known = self._words
+        weights = self.model.weights
         last = ""
         for w in words:
-            info = known.get(w)
-            if info is None:
-                info = self._word(w)
-            inner, first, end = info
+            inner, first, end, _ = known[w]
             if first:
                 out.update(inner)
-                if last:
-                    out.add(last + first)
+                if last and (pair := last + first) in weights:
+                    out.add(pair)
                 last = end
         return out
 
@@ -150,18 +168,34 @@ class Scorer:
         clean = _NOT_READ.sub("", word) if _HAS_NOT_READ.search(word) else word
         weights = self.model.weights
         inner = frozenset(g for g in ngrams(clean) if g in weights)
-        info = (inner, clean[:1], clean[-1:])
-        if len(self._words) >= _WORDS_MAX:
-            self._words.clear()
-        self._words[word] = info
-        return info
+        # The most the word adds: its positive n-grams, and the strongest pair that can
+        # begin at its last character (the pair across its end, if another word follows).
+        room = math.fsum(w for g in inner if (w := weights[g]) > 0)
+        if clean:
+            room += self._pair_room.get(clean[-1], 0.0)
+        return (inner, clean[:1], clean[-1:], room)
 
     def read(self, words: Sequence[str]) -> SecondOpinion | None:
         """The second opinion on a message (its classifier's words) when the model reads a
         threat or safety report in it, else None. Pure apart from the kept n-grams per word:
         the same words and model always give the same answer, the same as
-        ``self(model_text(words))``."""
+        ``self(model_text(words))``.
+
+        Most messages cannot reach the threshold: even if every positive n-gram of every
+        word and the strongest pair at every word boundary counted (a word that comes twice
+        counted twice), the bias plus those stays below it. That sum is one look-up per word
+        in C; only a message that passes it is scored exactly."""
+        if self.upper(words) < self._cut - _MARGIN:
+            return None
         return self._opinion(self.grams(words))
+
+    def upper(self, words: Sequence[str]) -> float:
+        """At least the model's log-odds for ``words``: the bias plus each word's room (its
+        positive n-grams and the strongest pair that can begin at its last character), one
+        look-up per word in C; infinite for a model of other n-gram lengths."""
+        if not self._bounded:
+            return math.inf
+        return self.model.bias + sum(map(self._rooms.__getitem__, words))
 
     def __call__(self, text: str) -> SecondOpinion | None:
         """The second opinion on a text already joined (``model_text``)."""

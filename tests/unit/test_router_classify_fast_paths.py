@@ -1,0 +1,113 @@
+"""The classifier's shortcuts for speed (docs/routing-rules.md, "Speed") give the answers of
+the long way: each is checked here against the long way itself."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from itertools import pairwise
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.router.classify import Classifier, load_rules
+from services.router.classify import text as text_module
+from services.router.classify.engine import _TOUCH
+from services.router.classify.second_opinion import Scorer, ThreatModel, model_text
+from services.router.classify.text import PerWord, Tokenizer, language_of
+from services.router.domain import DEFAULT_RULES_FILE
+from services.router.eval.report import load_rows
+from services.router.eval.train_threat import STUDIED_FILES
+
+_HAN = re.compile(r"[\u3400-\u9fff]")
+_LETTER = re.compile(r"[a-z]")
+
+
+def test_printable_text_has_no_whitespace_but_spaces() -> None:
+    """``normalise`` returns a printable text without doubled or outer spaces as it is:
+    no character but the space is both whitespace (what ``split`` cuts at) and printable."""
+    odd = [
+        hex(c)
+        for c in range(sys.maxunicode + 1)
+        if chr(c).isspace() and chr(c).isprintable() and c != 0x20
+    ]
+    assert odd == []
+
+
+@given(st.text(alphabet="ab 你好\t\u3000\u00a0\u2028x，", max_size=10))
+def test_normalise_collapses_whitespace_as_split_and_join(text: str) -> None:
+    norm = Tokenizer.normalise(text)
+    assert norm == " ".join(norm.split())
+
+
+def _touches(text: str) -> bool:
+    """A Latin letter right next to a Chinese character, the long way."""
+    return any(
+        (_LETTER.fullmatch(a) and _HAN.fullmatch(b)) or (_HAN.fullmatch(a) and _LETTER.fullmatch(b))
+        for a, b in pairwise(text)
+    )
+
+
+@given(st.text(alphabet="ab 你好1，", max_size=10))
+def test_the_touch_search_finds_a_letter_next_to_a_chinese_character(text: str) -> None:
+    assert (_TOUCH.search(text) is not None) == _touches(text)
+
+
+_TOKENIZER = Tokenizer()
+
+
+@given(st.text(alphabet="ab 你好1，!", max_size=12))
+def test_a_text_without_latin_letters_is_chinese(text: str) -> None:
+    """``classify`` searched for a Latin letter already: without one the language is zh."""
+    if _LETTER.search(text) is None:
+        tokens = _TOKENIZER.tokens_of(text, False, latin=False)
+        assert tokens.language == language_of(text) == "zh"
+
+
+def test_a_per_word_table_fills_on_first_use_and_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[str] = []
+
+    def make(word: str) -> int:
+        made.append(word)
+        return len(word)
+
+    monkeypatch.setattr(text_module, "PER_WORD_MAX", 3)
+    table = PerWord(make)
+    assert list(map(table.__getitem__, ["退款", "a", "退款"])) == [2, 1, 2]
+    assert made == ["退款", "a"]  # made once per word
+    for w in ["bb", "ccc", "dddd"]:
+        table[w]
+    assert len(table) <= 3 and table["dddd"] == 4
+
+
+def _scorers() -> list[Scorer]:
+    return [Scorer(ThreatModel.load()), Scorer(ThreatModel.load(threshold=0.01))]
+
+
+def test_the_upper_bound_is_never_below_the_score_and_tells_most_messages() -> None:
+    """The second opinion skips scoring a message whose bound stays below the threshold:
+    the bound is never below the exact score, so the answer is the exact one."""
+    clf = Classifier(load_rules(DEFAULT_RULES_FILE))
+    below = 0
+    rows = load_rows(STUDIED_FILES)
+    for scorer in _scorers():
+        for row in rows:
+            words = clf.classify(row.text).tokens.words
+            exact = scorer.logit(model_text(words))
+            assert scorer.upper(words) >= exact
+            assert scorer.read(words) == scorer(model_text(words))
+            p = scorer.model.threshold
+            below += scorer.upper(words) < math.log(p / (1 - p))
+    assert below > len(rows) // 4  # the bound tells a good part of them
+
+
+@given(st.lists(st.text(alphabet="我要投诉了ab12，报警曝光", max_size=4), max_size=8))
+def test_any_words_are_bounded_and_read_as_their_joined_text(words: list[str]) -> None:
+    for scorer in _scorers():
+        exact = scorer.logit(model_text(words))
+        assert scorer.upper(words) >= exact
+        assert scorer.read(words) == scorer(model_text(words))
