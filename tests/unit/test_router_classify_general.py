@@ -315,6 +315,9 @@ def test_more_new_wordings_reach_second_line(text: str) -> None:
         "My son fell asleep in the car seat within minutes, so comfy",
         "The handle fell off the drawer, can I get a new one?",
         "Saw a YouTube video of your sofa, does it come in grey?",
+        # a dispute with the bank or the card elsewhere or long ago
+        "Had a chargeback with another seller years ago, do you accept PayPal?",
+        "I disputed a payment with my bank once, with a previous shop. Do you ship to Spain?",
     ],
 )
 def test_look_alikes_stay_below_second_line(text: str) -> None:

@@ -32,6 +32,7 @@ IMPORTANT, NORMAL = Priority.important, Priority.normal
         ("Is there free shipping over 50 pounds?", P, NORMAL, B),
         ("can pay cash on delivery or not", P, NORMAL, B),
         ("any chance the linen shirt is back in stock soon", P, NORMAL, B),
+        ("Just checking before I order: do you ship to Norway?", P, NORMAL, B),
         # a bulk quote needs a person to price it
         ("Could you quote me for 40 of the office chairs?", P, NORMAL, L),
         # shown delivered but not there

@@ -73,6 +73,7 @@ def d(text: str) -> Decision:
         ("The shelf bracket gave way and the shelf fell on my foot", "safety"),
         ("Filing a chargeback today.", "chargeback"),
         ("I want a chargeback, this is theft", "chargeback"),
+        ("I'll open another PayPal dispute if this isn't fixed", "chargeback"),
     ],
 )
 def test_an_english_threat_or_safety_report_is_urgent_and_second_line(
