@@ -374,6 +374,7 @@ class Matcher:
         inside a longer matched phrase does not count alone ("place an order" is pre-sale,
         its "order" alone is not an order question)."""
         found: list[tuple[int, int, Hit]] = []
+        phrases = False  # whether a category phrase of two or more words was found
         alias = self._aliases.get
         last = len(words) - 1
         # Each word's matches looked up in C; the loop runs only over words that have any.
@@ -393,10 +394,11 @@ class Matcher:
                 nxt = words[i + 2 : i + 1 + len(rest)]
                 if tuple(map(alias, nxt, nxt)) == rest[1:]:
                     found.append((i, 1 + len(rest), h))
+                    phrases = phrases or h.kind == "c"
+        if not phrases:  # no category phrase: no word inside one
+            return found
         covered: set[int] = set()
         for i, n, h in found:
             if n > 1 and h.kind == "c":
                 covered.update(range(i, i + n))
-        if not covered:
-            return found
         return [(i, n, h) for i, n, h in found if n > 1 or h.kind != "c" or i not in covered]

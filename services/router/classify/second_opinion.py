@@ -184,10 +184,18 @@ class Scorer:
         Most messages cannot reach the threshold: even if every positive n-gram of every
         word and the strongest pair at every word boundary counted (a word that comes twice
         counted twice), the bias plus those stays below it. That sum is one look-up per word
-        in C; only a message that passes it is scored exactly."""
+        in C; a message that passes it has its n-grams gathered and summed plainly, and only
+        one that may reach the threshold is summed exactly."""
         if self.upper(words) < self._cut - _MARGIN:
             return None
-        return self._opinion(self.grams(words))
+        grams = self.grams(words)
+        # A plain sum first (in C, far cheaper than fsum): its rounding is far below the
+        # margin, so a message it leaves below is below by the exact sum too.
+        if self._bounded and sum(map(self.model.weights.__getitem__, grams)) < (
+            self._cut - self.model.bias - _MARGIN
+        ):
+            return None
+        return self._opinion(grams)
 
     def upper(self, words: Sequence[str]) -> float:
         """At least the model's log-odds for ``words``: the bias plus each word's room (its
