@@ -29,6 +29,7 @@ from services.sla_watch.domain import (
 )
 from services.sla_watch.policy import Labels, Policies, Policy
 from shared.events import (
+    PRIORITY_RANK,
     SCHEMA_VERSION,
     AuthorRole,
     Category,
@@ -629,8 +630,12 @@ def _routed(tx: _Tx, routed: RoutedEvent) -> str:
 
 
 def _escalation(tx: _Tx, esc: EscalationEvent) -> None:
-    """An escalation by another service may raise the ticket's priority: recompute."""
+    """An escalation by another service may raise the ticket's priority: recompute. It
+    never lowers it (a late escalation must not undo a higher priority decided since)."""
     assert esc.priority is not None
+    known = tx.ticket["priority"]
+    if known is not None and PRIORITY_RANK[Priority(known)] <= PRIORITY_RANK[esc.priority]:
+        return
     tx.lock(priority=esc.priority.value)
     tx.recompute()
 

@@ -443,6 +443,25 @@ async def test_an_escalation_with_a_higher_priority_recomputes(pool):
     assert (await clock(pool, t))["limit_seconds"] == 10
 
 
+async def test_an_escalation_with_a_lower_priority_changes_nothing(pool):
+    t = uid("tkt")
+    await store.on_customer_message(pool, message(t), RICH)
+    await store.on_routed(pool, routed(t, Category.logistics, Priority.urgent), RICH)
+    before = await clock(pool, t)
+    assert before["limit_seconds"] == 10
+    esc = EscalationEvent(
+        correlation_id=t,
+        producer="router",
+        escalation_id=uid("esc"),
+        ticket_id=t,
+        conversation_id="conv-" + t,
+        reason=EscalationReason.routed_to_l2,
+        priority=Priority.normal,
+    )
+    await store.on_escalation(pool, esc, RICH)
+    assert await clock(pool, t) == before
+
+
 async def test_category_no_longer_matching_a_resolution_policy_cancels_it(pool):
     t = uid("tkt")
     await store.on_customer_message(pool, message(t), DEFAULT)
