@@ -425,21 +425,24 @@ async def test_routing_with_higher_priority_shortens_the_running_limit(pool):
     )
 
 
-async def test_an_escalation_with_a_higher_priority_recomputes(pool):
-    t = uid("tkt")
-    await store.on_customer_message(pool, message(t), RICH)
-    await store.on_routed(pool, routed(t, Category.logistics, Priority.normal), RICH)
-    assert (await clock(pool, t))["limit_seconds"] == 60
-    esc = EscalationEvent(
+def router_escalation(t: str, priority: Priority) -> EscalationEvent:
+    return EscalationEvent(
         correlation_id=t,
         producer="router",
         escalation_id=uid("esc"),
         ticket_id=t,
         conversation_id="conv-" + t,
         reason=EscalationReason.routed_to_l2,
-        priority=Priority.urgent,
+        priority=priority,
     )
-    await store.on_escalation(pool, esc, RICH)
+
+
+async def test_an_escalation_with_a_higher_priority_recomputes(pool):
+    t = uid("tkt")
+    await store.on_customer_message(pool, message(t), RICH)
+    await store.on_routed(pool, routed(t, Category.logistics, Priority.normal), RICH)
+    assert (await clock(pool, t))["limit_seconds"] == 60
+    await store.on_escalation(pool, router_escalation(t, Priority.urgent), RICH)
     assert (await clock(pool, t))["limit_seconds"] == 10
 
 
@@ -449,16 +452,7 @@ async def test_an_escalation_with_a_lower_priority_changes_nothing(pool):
     await store.on_routed(pool, routed(t, Category.logistics, Priority.urgent), RICH)
     before = await clock(pool, t)
     assert before["limit_seconds"] == 10
-    esc = EscalationEvent(
-        correlation_id=t,
-        producer="router",
-        escalation_id=uid("esc"),
-        ticket_id=t,
-        conversation_id="conv-" + t,
-        reason=EscalationReason.routed_to_l2,
-        priority=Priority.normal,
-    )
-    await store.on_escalation(pool, esc, RICH)
+    await store.on_escalation(pool, router_escalation(t, Priority.normal), RICH)
     assert await clock(pool, t) == before
 
 
