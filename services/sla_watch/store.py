@@ -590,7 +590,7 @@ def _routed(tx: _Tx, routed: RoutedEvent) -> str:
     The latest routed event wins, for all of it: the router stamps ``occurred_at`` under
     the ticket's lock, and ``routed_at`` keeps the stamp of the latest one applied. One
     stamped at or before it (``duplicate``: the same stamp, i.e. the same event again;
-    ``stale``: older, from a redelivery or the other router instance's relay) changes
+    ``stale``: older, from a redelivery, a rebalance or a relay taking over) changes
     nothing: no label, no holder, no limit, no clock started or cancelled, no event."""
     known = tx.ticket["routed_at"]
     if known is not None and routed.occurred_at <= known:
