@@ -26,7 +26,9 @@ fourth such author), is held out the same way. Two English sets by an author who
 the rules: ``en_threats.jsonl`` (86 messages, threats and safety reports; studied, its misses
 shown) and ``en_fresh.jsonl`` (65 messages in other personas and wordings; held out, its
 summary line only); a third by another author, ``en_fresh2.jsonl`` (70 messages), held out
-the same way.
+the same way. A tenth Chinese set, ``zh_fresh8.jsonl`` (100 messages by a fifth author who
+never read the rules), is studied: reported like the sixth, its misses shown. A third English
+held-out set by another author, ``en_fresh3.jsonl`` (82 messages), its summary line only.
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ FRESH6_FILES = ("zh_fresh6.jsonl",)
 # A ninth, written in the session of 2026-12-01 by a fourth author who never read the rules:
 # held out like the fifth.
 FRESH7_FILES = ("zh_fresh7.jsonl",)
+# A tenth, written in the session of 2026-12-01 by a fifth author who never read the rules:
+# studied (its misses shown), like the sixth.
+FRESH8_FILES = ("zh_fresh8.jsonl",)
 # English threats and safety reports (the Bitext rows hold none), by an author who never read
 # the rules: a studied set (its misses shown) and a held-out one in other personas and
 # wordings (its summary line only).
@@ -87,6 +92,8 @@ EN_FRESH_FILES = ("en_fresh.jsonl",)
 # A second held-out English set by another such author, written after the English threat rules
 # of be25fdf (en_fresh had been looked at once by then): its summary line only.
 EN_FRESH2_FILES = ("en_fresh2.jsonl",)
+# A third held-out English set by another author who never ran the router: its summary line only.
+EN_FRESH3_FILES = ("en_fresh3.jsonl",)
 TARGET_MACRO_F1 = 0.85
 TARGET_TIER_ACCURACY = 0.9
 
@@ -316,9 +323,11 @@ def main(argv: Sequence[str] = ()) -> int:
         ("seventh set", "", FRESH5_FILES),
         ("eighth set", "", FRESH6_FILES),
         ("ninth set", "", FRESH7_FILES),
+        ("tenth set", "tenth", FRESH8_FILES),
         ("en threats", "en-threats", EN_THREATS_FILES),
         ("en fresh", "", EN_FRESH_FILES),
         ("en fresh2", "", EN_FRESH2_FILES),
+        ("en fresh3", "", EN_FRESH3_FILES),
     ):
         fresh = evaluate(load_rows(fresh_files), clf)
         print(

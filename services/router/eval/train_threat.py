@@ -21,7 +21,8 @@ dropped: read, or read as one digit class, they made a phone number a threat), b
 features (each distinct n-gram once) kept when seen in at least two messages, classes
 weighted to balance, C = 1 and a false-raise rate of 2.5 %: out of fold 80 of 99 threats
 read; C = 3 read 82 but raised a hand-written look-alike of the unit tests
-(我拍视频给你看看哪里坏了), and so did higher rates.
+(我拍视频给你看看哪里坏了), and so did higher rates. With ``zh_fresh8`` added (session 8, same
+choices): 105 of 141 threats read out of fold, 13 of 532 other rows raised.
 
 scikit-learn is a training-only dependency (the ``train`` extra); the router scores the
 exported file with plain Python (``services/router/classify/second_opinion.py``).
@@ -50,6 +51,7 @@ STUDIED_FILES = (
     "zh_fresh.jsonl",
     "zh_fresh2.jsonl",
     "zh_fresh4.jsonl",
+    "zh_fresh8.jsonl",
 )
 HELD_OUT = (
     "zh_fresh3.jsonl",
@@ -58,6 +60,7 @@ HELD_OUT = (
     "zh_fresh7.jsonl",
     "en_fresh.jsonl",
     "en_fresh2.jsonl",
+    "en_fresh3.jsonl",
 )
 NGRAM_RANGE = (1, 2)
 MIN_DF = 2
