@@ -28,7 +28,9 @@ shown) and ``en_fresh.jsonl`` (65 messages in other personas and wordings; held 
 summary line only); a third by another author, ``en_fresh2.jsonl`` (70 messages), held out
 the same way. A tenth Chinese set, ``zh_fresh8.jsonl`` (100 messages by a fifth author who
 never read the rules), is studied: reported like the sixth, its misses shown. A third English
-held-out set by another author, ``en_fresh3.jsonl`` (82 messages), its summary line only.
+held-out set by another author, ``en_fresh3.jsonl`` (82 messages), its summary line only. A
+second studied English set by another author who never read the rules, ``en_threats2.jsonl``
+(101 messages), is reported like ``en_threats.jsonl``, its misses shown.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ FRESH8_FILES = ("zh_fresh8.jsonl",)
 # the rules: a studied set (its misses shown) and a held-out one in other personas and
 # wordings (its summary line only).
 EN_THREATS_FILES = ("en_threats.jsonl",)
+# A second studied English set by another author who never read the rules (its misses shown).
+EN_THREATS2_FILES = ("en_threats2.jsonl",)
 EN_FRESH_FILES = ("en_fresh.jsonl",)
 # A second held-out English set by another such author, written after the English threat rules
 # of be25fdf (en_fresh had been looked at once by then): its summary line only.
@@ -325,6 +329,7 @@ def main(argv: Sequence[str] = ()) -> int:
         ("ninth set", "", FRESH7_FILES),
         ("tenth set", "tenth", FRESH8_FILES),
         ("en threats", "en-threats", EN_THREATS_FILES),
+        ("en threats2", "en-threats2", EN_THREATS2_FILES),
         ("en fresh", "", EN_FRESH_FILES),
         ("en fresh2", "", EN_FRESH2_FILES),
         ("en fresh3", "", EN_FRESH3_FILES),
