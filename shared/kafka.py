@@ -31,6 +31,7 @@ from shared.deadletter import DeadLetters
 from shared.deadletter import event as event_of
 from shared.events import DeadLetterEvent, Envelope
 from shared.logging import correlation, get_logger
+from shared.outbox import Ack, Record
 from shared.topics import ALL_TOPICS, TopicSpec
 
 log = get_logger(__name__)
@@ -164,24 +165,59 @@ class RelayProducer:
                 )
             return self._producer
 
-    async def publish(
-        self, topic: str, key: bytes | None, value: bytes, correlation_id: str | None
-    ) -> Awaitable[Any]:
-        """Hand a record to the producer; the returned future resolves on the broker's
-        ack (raises when the broker does not take it)."""
+    async def publish_batch(self, records: Sequence[Record]) -> list[Ack]:
+        """Publish ``records`` (topic, key, value, correlation id) and wait for the broker's
+        acknowledgements: one (topic, partition, offset) per record, in the order given ([]
+        when the broker gives no offsets); raises when the broker did not take them all.
+
+        The records of one partition go out, in the order given, as whole record batches
+        (``create_batch``/``send_batch``: one builder per partition, another when one is
+        full), not one ``send`` and one future per record. The broker answers a batch with
+        its base offset; a record's offset is that plus its index in the batch. aiokafka
+        sends a partition's batches one at a time (a partition with a produce request in
+        flight is muted), so they land in order, as single sends did."""
         producer = await self._started()
-        headers = [("content-type", b"application/json")]
-        if correlation_id:
-            headers.append(("correlation_id", correlation_id.encode()))
-        partition = None
-        if key is not None:
-            # Unknown before the producer first fetched the topic's metadata: then aiokafka
-            # partitions the record itself, the same way.
-            partition = self._partitions.get(topic, key, producer.client.cluster)
-        fut: Awaitable[Any] = await producer.send(
-            topic, value, key=key, partition=partition, headers=headers
-        )
-        return fut
+        cluster = producer.client.cluster
+        parts: dict[str, list[int]] = {}
+        groups: dict[tuple[str, int], list[int]] = {}  # (topic, partition) -> record indexes
+        for i, (topic, key, _, _) in enumerate(records):
+            if topic not in parts:
+                parts[topic] = sorted(await producer.partitions_for(topic))
+            partition = self._partitions.get(topic, key, cluster, parts[topic])
+            groups.setdefault((topic, partition), []).append(i)
+        sent: list[tuple[asyncio.Future[Any], str, int, list[int]]] = []
+        try:
+            for (topic, partition), indexes in groups.items():
+                batch = producer.create_batch()
+                members: list[int] = []
+                for i in indexes:
+                    _, key, value, correlation_id = records[i]
+                    headers = [("content-type", b"application/json")]
+                    if correlation_id:
+                        headers.append(("correlation_id", correlation_id.encode()))
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                        # Full: it goes, and a new one takes the record (an empty batch takes
+                        # any record, as a single send does).
+                        fut = await producer.send_batch(batch, topic, partition=partition)
+                        sent.append((fut, topic, partition, members))
+                        batch = producer.create_batch()
+                        members = []
+                        batch.append(key=key, value=value, timestamp=None, headers=headers)
+                    members.append(i)
+                fut = await producer.send_batch(batch, topic, partition=partition)
+                sent.append((fut, topic, partition, members))
+            results = await asyncio.gather(*(fut for fut, _, _, _ in sent))
+        except BaseException:
+            for fut, _, _, _ in sent:  # nobody waits for them: retrieve their outcome
+                fut.add_done_callback(_retrieve)
+            raise
+        acks: list[Ack] = [("", 0, 0)] * len(records)
+        for md, (_, topic, partition, members) in zip(results, sent, strict=True):
+            if md is None or md.offset is None:  # acks=0: the broker gives no offsets
+                return []
+            for n, i in enumerate(members):
+                acks[i] = (topic, partition, md.offset + n)
+        return acks
 
     async def end_offsets(
         self, partitions: Sequence[tuple[str, int]]
@@ -223,22 +259,31 @@ class KeyPartitions:
         self._limit = limit
         self._known: dict[tuple[str, bytes], tuple[int, int]] = {}
 
-    def get(self, topic: str, key: bytes, cluster: ClusterMetadata) -> int | None:
-        partitions = cluster.partitions_for_topic(topic)
-        if not partitions:
-            return None
+    def get(
+        self, topic: str, key: bytes | None, cluster: ClusterMetadata, partitions: list[int]
+    ) -> int:
+        """The partition of ``key`` among the topic's ``partitions`` (known to the producer:
+        ``partitions_for``); a record without a key goes to a partition the partitioner
+        draws, as aiokafka does for each such record."""
+        available = cluster.available_partitions_for_topic(topic) or ()
+        if key is None:
+            return int(self.partitioner(None, partitions, list(available)))
         count = len(partitions)
         known = self._known.get((topic, key))
         if known is not None and known[0] == count:
             return known[1]
         # The arguments aiokafka's producer hands its partitioner (a keyed record's
         # partition depends on all partitions only).
-        available = cluster.available_partitions_for_topic(topic) or ()
-        partition = int(self.partitioner(key, list(partitions), list(available)))
+        partition = int(self.partitioner(key, partitions, list(available)))
         if len(self._known) >= self._limit:
             self._known.clear()
         self._known[(topic, key)] = (count, partition)
         return partition
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def consume(

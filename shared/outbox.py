@@ -56,9 +56,16 @@ log = get_logger(__name__)
 CHANNEL = "ticketflow_outbox"
 DEFAULT_RETENTION_SECONDS = 300.0
 
-Publish = Callable[[str, bytes | None, bytes, str | None], Awaitable[Any]]
-"""(topic, key, value, correlation_id) -> awaitable that resolves when the broker acked
-(to the record's metadata: ``topic``, ``partition``, ``offset``, as aiokafka gives)."""
+Record = tuple[str, bytes | None, bytes, str | None]
+"""(topic, key, value, correlation_id)"""
+
+Ack = tuple[str, int, int]
+"""(topic, partition, offset) of one acknowledged record"""
+
+PublishBatch = Callable[[Sequence[Record]], Awaitable[Sequence[Ack]]]
+"""Publishes records in order per partition and resolves once the broker acknowledged
+every one: to one ``Ack`` per record, in the order given, or to [] when the broker gives no
+offsets; raises when it did not take them all (``RelayProducer.publish_batch``)."""
 
 Partition = tuple[str, int]
 """(topic, partition)"""
@@ -138,17 +145,6 @@ class LossDetector:
             self.floor.pop(tp, None)
 
 
-def _acks(results: Sequence[Any]) -> list[tuple[str, int, int]]:
-    """(topic, partition, offset) of each acknowledgement; [] if the publisher gives none."""
-    out: list[tuple[str, int, int]] = []
-    for md in results:
-        offset = getattr(md, "offset", None)
-        if offset is None:
-            return []
-        out.append((md.topic, md.partition, offset))
-    return out
-
-
 _MOVE = """
 WITH moved AS (
     DELETE FROM outbox WHERE id = ANY($2::bigint[])
@@ -199,7 +195,7 @@ class OutboxRelay:
         self,
         dsn: str,
         producer: str,
-        publish: Publish,
+        publish: PublishBatch,
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
@@ -225,7 +221,7 @@ class OutboxRelay:
         self._publish_timeout = publish_timeout
         self._retention = retention_seconds
         if end_offsets is None:
-            # RelayProducer.publish: its producer also answers end offsets.
+            # RelayProducer.publish_batch: its producer also answers end offsets.
             owner = getattr(publish, "__self__", None)
             end_offsets = owner if isinstance(owner, EndOffsets) else None
         self._end_offsets = end_offsets if self._retention > 0 else None
@@ -338,21 +334,23 @@ class OutboxRelay:
             (r["topic"], r["kafka_partition"], r["highest"], r["last_batch_first"]) for r in rows
         )
 
-    async def _send(self, rows: Sequence[asyncpg.Record]) -> list[tuple[str, int, int]] | None:
+    async def _send(self, rows: Sequence[asyncpg.Record]) -> list[Ack] | None:
         """Publish rows in order and wait for every ack; None if the broker did not take
-        them all (counted and logged)."""
+        them all (counted and logged); [] if the publisher gives no offsets."""
+        records = [
+            (
+                r["topic"],
+                r["key"].encode() if r["key"] is not None else None,
+                bytes(r["payload"]),
+                r["correlation_id"],
+            )
+            for r in rows
+        ]
         try:
             async with asyncio.timeout(self._publish_timeout):
-                futures = [
-                    await self._publish(
-                        r["topic"],
-                        r["key"].encode() if r["key"] is not None else None,
-                        bytes(r["payload"]),
-                        r["correlation_id"],
-                    )
-                    for r in rows
-                ]
-                results = await asyncio.gather(*futures)
+                acks = list(await self._publish(records))
+            if acks and len(acks) != len(rows):
+                raise RuntimeError(f"{len(acks)} acknowledgements for {len(rows)} records")
         except Exception as exc:
             metrics.OUTBOX_PUBLISH_ERRORS.labels(self._producer).inc()
             self.last_error = f"publish: {exc.__class__.__name__}"
@@ -361,7 +359,7 @@ class OutboxRelay:
             return None
         self.last_error = None
         self._broker_down = False
-        return _acks(results)
+        return acks
 
     async def _relay_batch(self, conn: asyncpg.Connection) -> int:
         rows = await conn.fetch(

@@ -245,7 +245,7 @@ def make_relay(
     relay = OutboxRelay(
         settings.database_url.get_secret_value(),
         name,
-        producer.publish,
+        producer.publish_batch,
         retention_seconds=settings.outbox_retention_seconds,
         poll_interval=poll_interval,
         wake_on_notify=wake_on_notify,

@@ -93,7 +93,7 @@ async def test_broker_restart_while_records_flow_loses_nothing(own_dsn, own_pool
     relay = OutboxRelay(
         own_dsn,
         producer,
-        out.publish,
+        out.publish_batch,
         publish_timeout=3.0,
         loss_check_interval=0.3,
         retention_seconds=300,
@@ -195,7 +195,7 @@ async def test_a_loss_one_relay_finds_is_republished_by_every_relay_of_the_parti
 
     def relay(producer: str, out: RelayProducer) -> OutboxRelay:
         return OutboxRelay(
-            own_dsn, producer, out.publish, publish_timeout=3.0, loss_check_interval=0.2
+            own_dsn, producer, out.publish_batch, publish_timeout=3.0, loss_check_interval=0.2
         )
 
     async def write(producer: str, ids: range) -> None:
@@ -310,7 +310,7 @@ async def test_a_new_leader_with_nothing_to_publish_sees_the_loss(own_dsn, own_p
 
     def relay() -> OutboxRelay:
         return OutboxRelay(
-            own_dsn, producer, out.publish, publish_timeout=3.0, loss_check_interval=0.2
+            own_dsn, producer, out.publish_batch, publish_timeout=3.0, loss_check_interval=0.2
         )
 
     first = relay()

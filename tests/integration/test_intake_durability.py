@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -25,6 +25,7 @@ import pytest
 from services.intake.settings import IntakeSettings
 from shared.kafka import ensure_topics
 from shared.localstack import Broker, free_port
+from shared.outbox import Record
 from shared.topics import MESSAGES
 from tests.helpers import TopicReader, generic_body, serving, signed, uid, wait_ready
 
@@ -70,10 +71,10 @@ async def test_broker_restart_mid_load_loses_and_doubles_nothing(
     gate.set()
     real_publish = relay._publish
 
-    async def gated(topic: str, key: bytes | None, value: bytes, cid: str | None) -> Any:
+    async def gated(records: Sequence[Record]) -> Any:
         if not gate.is_set():
             raise ConnectionError("relay held by the test around the broker stop")
-        return await real_publish(topic, key, value, cid)
+        return await real_publish(records)
 
     relay._publish = gated
     shop = uid("shop")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 
 import pytest
@@ -32,7 +33,7 @@ async def test_relay_publishes_in_order_and_empties_the_outbox(infra, pool):
     async with pool.acquire() as conn, conn.transaction():
         await enqueue(conn, producer, _events(ticket, 50))
     out = RelayProducer(infra.bootstrap, "test")
-    relay = OutboxRelay(infra.dsn, producer, out.publish, batch_size=20)
+    relay = OutboxRelay(infra.dsn, producer, out.publish_batch, batch_size=20)
     task = await _run_relay(relay)
     try:
         async with TopicReader(infra.bootstrap, SLA.name) as reader:
@@ -66,7 +67,7 @@ async def test_relayed_records_read_as_faststream_messages(infra, pool):
 
     await broker.start()
     out = RelayProducer(infra.bootstrap, "test")
-    relay = OutboxRelay(infra.dsn, producer, out.publish)
+    relay = OutboxRelay(infra.dsn, producer, out.publish_batch)
     task = await _run_relay(relay)
     try:
         async with pool.acquire() as conn, conn.transaction():
@@ -142,10 +143,10 @@ async def test_polling_relay_publishes_without_notify_and_a_notified_one_is_woke
         return [f"{ticket}-{i}" for i in range(n)]
 
     polling = OutboxRelay(
-        infra.dsn, producer, out.publish, poll_interval=0.05, wake_on_notify=False
+        infra.dsn, producer, out.publish_batch, poll_interval=0.05, wake_on_notify=False
     )
     notified = OutboxRelay(
-        infra.dsn, producer, out.publish, poll_interval=3600, loss_check_interval=3600
+        infra.dsn, producer, out.publish_batch, poll_interval=3600, loss_check_interval=3600
     )
     tasks = [await _run_relay(polling)]
     try:
@@ -183,7 +184,7 @@ async def test_relay_waits_out_a_broker_outage_and_catches_up(infra, pool, tmp_p
     own.start()
     producer, ticket = uid("producer"), uid("tkt")
     out = RelayProducer(own.bootstrap, "test")
-    relay = OutboxRelay(infra.dsn, producer, out.publish, publish_timeout=2.0)
+    relay = OutboxRelay(infra.dsn, producer, out.publish_batch, publish_timeout=2.0)
     task = await _run_relay(relay)
     try:
         own.stop()
@@ -214,31 +215,39 @@ async def test_relay_producer_stops_within_the_grace_period_while_the_broker_is_
     own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
     own.start()
     out = RelayProducer(own.bootstrap, "test")
+    records = [(SLA.name, b"k", b"{}", None)] * 5
     try:
-        acked = [await out.publish(SLA.name, b"k", b"{}", None) for _ in range(5)]
-        await asyncio.gather(*acked)
+        assert len(await out.publish_batch(records)) == 5
     finally:
         own.stop()
-    in_flight = [await out.publish(SLA.name, b"k", b"{}", None) for _ in range(5)]
+    in_flight = asyncio.create_task(out.publish_batch(records))
+    await asyncio.sleep(1.0)  # handed to the producer (metadata known), waiting for acks
+    assert not in_flight.done()
     async with asyncio.timeout(20):  # was about 37 s
         await out.stop()
     with pytest.raises(KafkaError):  # not acknowledged: the relay keeps the rows
-        await asyncio.gather(*in_flight)
+        await in_flight
+
+
+async def _topic(bootstrap: str, partitions: int) -> str:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topic = f"test.parts{partitions}.{uid('t')}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    return topic
 
 
 async def test_relay_producer_partitions_keys_as_aiokafka_does(infra):
     """RelayProducer picks a keyed record's partition itself (remembered per key): the
     partition a plain aiokafka producer gives the same key, for several partition counts."""
     from aiokafka import AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    topics = {f"test.parts{n}.{uid('t')}": n for n in (1, 5, 6)}
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, n, 1) for t, n in topics.items()])
-    finally:
-        await admin.close()
+    topics = {await _topic(infra.bootstrap, n): n for n in (1, 5, 6)}
     keys = [uid("conv").encode() for _ in range(300)] + [b"", "会话-7".encode(), b"k" * 97]
     ours = RelayProducer(infra.bootstrap, "test")
     plain = AIOKafkaProducer(bootstrap_servers=infra.bootstrap, acks="all")
@@ -246,12 +255,75 @@ async def test_relay_producer_partitions_keys_as_aiokafka_does(infra):
     try:
         for topic in topics:
             for _ in range(2):  # the second time, every key's partition is remembered
-                mine = [await ours.publish(topic, k, b"{}", None) for k in keys]
+                acks = await ours.publish_batch([(topic, k, b"{}", None) for k in keys])
                 theirs = [await plain.send(topic, b"{}", key=k) for k in keys]
-                got = [m.partition for m in await asyncio.gather(*mine)]
+                got = [partition for _, partition, _ in acks]
                 want = [m.partition for m in await asyncio.gather(*theirs)]
                 assert got == want
                 assert len(set(got)) == topics[topic]
     finally:
         await plain.stop()
         await ours.stop()
+
+
+async def test_relay_producer_acks_are_where_the_records_are(infra):
+    """publish_batch sends each partition's records as whole record batches (several when
+    one fills up: 16 KiB) and acknowledges each record at its batch's base offset plus its
+    index: the partition and offset a consumer reads it at, in the order given per key,
+    with its headers; keyless records included."""
+    from aiokafka import AIOKafkaConsumer
+
+    topic = await _topic(infra.bootstrap, 3)
+    out = RelayProducer(infra.bootstrap, "test")
+    pad = "x" * 1500  # ~10 records fill a batch
+    sent: list[tuple[str, bytes | None, bytes, str | None]] = []
+    acks: list[tuple[str, int, int]] = []
+    try:
+        for round_ in range(3):
+            records = [
+                (
+                    topic,
+                    None if i % 7 == 0 else f"key-{i % 5}".encode(),
+                    f'{{"n": "{round_}-{i}", "pad": "{pad}"}}'.encode(),
+                    f"cid-{round_}-{i}" if i % 2 else None,
+                )
+                for i in range(60)
+            ]
+            acks += await out.publish_batch(records)
+            sent += records
+    finally:
+        await out.stop()
+    assert len(acks) == len(sent) == len(set(acks)) == 180
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=infra.bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    read: dict[bytes, tuple[str, int, int, bytes | None, dict[str, bytes]]] = {}
+    try:
+        async with asyncio.timeout(30):
+            while len(read) < len(sent):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for rec in records:
+                        read[rec.value] = (
+                            rec.topic,
+                            rec.partition,
+                            rec.offset,
+                            rec.key,
+                            dict(rec.headers),
+                        )
+    finally:
+        await consumer.stop()
+    for (_, key, value, cid), ack in zip(sent, acks, strict=True):
+        assert read[value][:3] == ack
+        assert read[value][3] == key
+        headers = {"content-type": b"application/json"}
+        if cid:
+            headers["correlation_id"] = cid.encode()
+        assert read[value][4] == headers
+    for k in range(5):  # a key's records are in the order sent
+        offsets = [
+            a for (_, key, _, _), a in zip(sent, acks, strict=True) if key == f"key-{k}".encode()
+        ]
+        assert len({p for _, p, _ in offsets}) == 1
+        assert offsets == sorted(offsets)
+    assert max(n for n in Counter(p for _, p, _ in acks).values()) > 10  # several batches

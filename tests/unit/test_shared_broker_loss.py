@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from shared.kafka import rewind_if_past_end
-from shared.outbox import LossDetector, _acks
+from shared.outbox import LossDetector
 
 T = "cs.sla.v1"
 
@@ -45,18 +45,6 @@ def test_forget_starts_a_partition_over() -> None:
     d.forget([(T, 0)])
     assert d.observe([(T, 0, 0)]) == set()
     assert d.acked == {(T, 0): 0, (T, 1): 3}
-
-
-@dataclass
-class _Meta:
-    topic: str
-    partition: int
-    offset: int
-
-
-def test_acks_read_record_metadata_or_nothing() -> None:
-    assert _acks([_Meta(T, 1, 5), _Meta(T, 2, 0)]) == [(T, 1, 5), (T, 2, 0)]
-    assert _acks([None, None]) == []  # a publisher that gives no metadata: no tracking
 
 
 @dataclass
