@@ -1,0 +1,80 @@
+"""Chinese threats and safety reports told through families of words (issue #4, the tenth
+set's round: docs/routing-rules.md, "Chinese, tenth set"): an outside party named in
+passing with what one does to take the matter there, a group chat or a board with what
+the customer is going to do there, a payment party with a complaint, a fall, something
+toppling near a person, a flare; and look-alikes that must stay low. Sentences written for
+this test, in wordings of no evaluation set."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.router.domain import DecisionInput, decide
+from shared.events import Priority, Tier
+
+RULE_THREATS = {"threat_regulator", "threat_media", "threat_legal", "threat_platform"}
+
+
+@pytest.mark.parametrize(
+    ("text", "signal"),
+    [
+        # an authority, a union or the press named in passing, with an act
+        ("你们不处理，我就找城管来现场看看", "threat_regulator"),
+        ("这事我已经跟街道办反映过了", "threat_regulator"),
+        ("我给晚报的热线打过去了，等着吧", "threat_media"),
+        ("拖了半个月，我打12366问问你们开的票", "threat_regulator"),
+        # a group chat or a board: written up there, going to tell it there, warning others
+        ("这事我会写到业主群里，让大家都小心", "threat_media"),
+        ("我准备在豆瓣开个帖说说你们家", "threat_media"),
+        ("我会在我们公司群里说这件事", "threat_media"),
+        ("让车友群的兄弟们谁也别来你们家买", "threat_media"),
+        # a payment party with a complaint
+        ("这笔钱我去云闪付投诉", "chargeback"),
+        ("再不退我就找银联投诉", "chargeback"),
+        # harm: a fall off something, something toppling near a person, a flare, how hot
+        ("柜子倒下来差点砸到孩子，幸好我在旁边", "safety"),
+        ("孩子骑着滑板车扑出去，门牙都磕掉了", "safety"),
+        ("我妈用你们的按摩椅，直接从上面摔下来了", "safety"),
+        ("打火机一点就窜出一团火，把我手背燎了", "safety"),
+        ("充电宝越来越烫，都不敢碰", "safety"),
+        ("这东西是要出人命的", "safety"),
+    ],
+)
+def test_a_chinese_threat_told_by_families_is_urgent_and_second_line(
+    text: str, signal: str
+) -> None:
+    dec = decide(DecisionInput(text))
+    assert signal in dec.risk_signals, dec.reasons
+    assert (dec.priority, dec.tier) == (Priority.urgent, Tier.L2)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # 爆 and 炸 as slang or a name, not a blast
+        "这款充电宝是爆款吗",
+        "这个空气炸锅插上电多久能热",
+        "这个吹风机火力强到爆，还有白色吗",
+        "打火机算易燃易爆品吗，能寄吗",
+        # where one works, or an authority's rule, with no act
+        "我在教育局上班，单位要开发票",
+        "我在派出所工作，想批量买手电筒",
+        "学校教育局要求统一的校服，有XL吗",
+        "有工信部入网许可吗",
+        # a group chat or a shopping app named in passing
+        "在家长群里看到你们家的书包，还有货吗",
+        "我会在抖音直播间下单的",
+        "公众号推文里说的满减还有吗",
+        # a fall or a near miss that is none
+        "宝宝学步鞋防摔倒吗",
+        "快递箱砸下来了，幸好东西没事",
+        "柜子塌了，差点把花瓶砸了",
+        "花呗分期可以吗",
+        "杯子很烫手吗，能装开水吗",
+    ],
+)
+def test_a_chinese_look_alike_stays_low(text: str) -> None:
+    dec = decide(DecisionInput(text))
+    assert not RULE_THREATS & set(dec.risk_signals), dec.reasons
+    assert "safety" not in dec.risk_signals and "chargeback" not in dec.risk_signals
+    assert dec.priority is not Priority.urgent, dec.reasons
