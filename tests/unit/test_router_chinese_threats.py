@@ -23,6 +23,8 @@ RULE_THREATS = {"threat_regulator", "threat_media", "threat_legal", "threat_plat
         ("这事我已经跟街道办反映过了", "threat_regulator"),
         ("我给晚报的热线打过去了，等着吧", "threat_media"),
         ("拖了半个月，我打12366问问你们开的票", "threat_regulator"),
+        ("我就去海关反映一下这批货的事", "threat_regulator"),
+        ("节目组已经答应帮我爆料了", "threat_media"),
         # a group chat or a board: written up there, going to tell it there, warning others
         ("这事我会写到业主群里，让大家都小心", "threat_media"),
         ("我准备在豆瓣开个帖说说你们家", "threat_media"),
@@ -31,10 +33,12 @@ RULE_THREATS = {"threat_regulator", "threat_media", "threat_legal", "threat_plat
         # a payment party with a complaint
         ("这笔钱我去云闪付投诉", "chargeback"),
         ("再不退我就找银联投诉", "chargeback"),
+        ("我去白条那边投诉你们", "chargeback"),
         # harm: a fall off something, something toppling near a person, a flare, how hot
         ("柜子倒下来差点砸到孩子，幸好我在旁边", "safety"),
         ("孩子骑着滑板车扑出去，门牙都磕掉了", "safety"),
         ("我妈用你们的按摩椅，直接从上面摔下来了", "safety"),
+        ("孩子从秋千上甩出去，额头磕了个包", "safety"),
         ("打火机一点就窜出一团火，把我手背燎了", "safety"),
         ("充电宝越来越烫，都不敢碰", "safety"),
         ("这东西是要出人命的", "safety"),
@@ -61,6 +65,8 @@ def test_a_chinese_threat_told_by_families_is_urgent_and_second_line(
         "我在派出所工作，想批量买手电筒",
         "学校教育局要求统一的校服，有XL吗",
         "有工信部入网许可吗",
+        "这个灭火器有消防认证吗",
+        "海关扣了我的包裹，什么时候能放行",
         # a group chat or a shopping app named in passing
         "在家长群里看到你们家的书包，还有货吗",
         "我会在抖音直播间下单的",
@@ -70,6 +76,9 @@ def test_a_chinese_threat_told_by_families_is_urgent_and_second_line(
         "快递箱砸下来了，幸好东西没事",
         "柜子塌了，差点把花瓶砸了",
         "花呗分期可以吗",
+        "白条分期可以吗",
+        "孩子的玩具掉下去了，找不到",
+        "好险，差点拍错了",
         "杯子很烫手吗，能装开水吗",
     ],
 )
