@@ -21,13 +21,13 @@ RULE_THREATS = {"threat_regulator", "threat_media", "threat_legal", "threat_plat
         # an authority, a union or the press named in passing, with an act
         ("你们不处理，我就找城管来现场看看", "threat_regulator"),
         ("这事我已经跟街道办反映过了", "threat_regulator"),
-        ("我给晚报的热线打过去了，等着吧", "threat_media"),
-        ("拖了半个月，我打12366问问你们开的票", "threat_regulator"),
-        ("我就去海关反映一下这批货的事", "threat_regulator"),
-        ("节目组已经答应帮我爆料了", "threat_media"),
+        ("我给电台的热线打过去了，等着吧", "threat_media"),
+        ("这笔扣款不说清楚，我就打12363问问", "threat_regulator"),
+        ("我就去环保局反映一下这批货的味道", "threat_regulator"),
+        ("我已经向杂志爆料了", "threat_media"),
         # a group chat or a board: written up there, going to tell it there, warning others
-        ("这事我会写到业主群里，让大家都小心", "threat_media"),
-        ("我准备在豆瓣开个帖说说你们家", "threat_media"),
+        ("这事我会写到车友群里，让大家都小心", "threat_media"),
+        ("我准备在百家号开个帖说说你们家", "threat_media"),
         ("我会在我们公司群里说这件事", "threat_media"),
         ("让车友群的兄弟们谁也别来你们家买", "threat_media"),
         # a payment party with a complaint
