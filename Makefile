@@ -63,7 +63,7 @@ bench-sla: $(STAMP) ## Benchmark: N open SLA clocks (N=10000,100000 default; N=1
 eval-router: $(STAMP) ## Router classification vs the labelled set: per-category P/R/F1, macro-F1, confusion matrices, threats below L2; fresh sets on their own lines (the held-out one: its line only)
 	$(BIN)/python -m services.router.eval.report $(if $(VERBOSE),,--quiet)
 
-train-router: $(STAMP) ## Retrain the router's threat second opinion (character n-grams, scikit-learn) on the studied evaluation sets, print its cross-validated figures and write services/router/classify/threat_model.json (deterministic)
+train-router: $(STAMP) ## Retrain the router's threat second opinions (character n-grams, scikit-learn) on the studied evaluation sets, Chinese and English, print their cross-validated figures and write services/router/classify/threat_model.json and threat_model_en.json (deterministic)
 	$(BIN)/python -m services.router.eval.train_threat
 
 bench-router-decide: $(STAMP) ## Benchmark: pure routing decisions/s on one core (uncached, never-repeating and cached texts) vs a bare rjieba cut of the same texts (BENCH_SECONDS)

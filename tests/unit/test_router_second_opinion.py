@@ -4,6 +4,7 @@ what ``make train-router`` gives from the studied sets."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from decimal import Decimal
 
@@ -15,14 +16,17 @@ from services.router.classify import Classifier, RulesError, load_rules, parse_r
 from services.router.classify.rules import SecondOpinionRules
 from services.router.classify.second_opinion import (
     MODEL_FILE,
+    MODEL_FILE_EN,
     Scorer,
     ThreatModel,
+    WordScorer,
     model_text,
     ngrams,
+    word_grams,
 )
 from services.router.domain import DEFAULT_RULES_FILE, Decision, DecisionInput, decide
 from services.router.eval.report import load_rows
-from services.router.eval.train_threat import STUDIED_FILES, train
+from services.router.eval.train_threat import EN, EN_STUDIED_FILES, STUDIED_FILES, train
 from shared.events import Priority, Tier
 
 _PRI = {Priority.normal: 0, Priority.important: 1, Priority.urgent: 2}
@@ -143,11 +147,14 @@ def test_switched_off_or_threshold_raised_nothing_changes(off: Classifier) -> No
         assert decide(inp, strict) == decide(inp, off)
 
 
-def test_english_is_not_read() -> None:
-    """No English row of the studied sets is a threat: the model is not asked."""
+def test_the_chinese_model_does_not_read_english() -> None:
+    """English is read by its own model only (``english``), never by the Chinese one."""
     clf = _rules(enabled=True, threshold=0.001)
     assert clf.classify("my kid swallowed a tiny part of the toy").second_opinion is None
     assert clf.classify("孩子吞了一个小零件").second_opinion is not None
+    assert clf.classify("the zip of my coat broke after a week").second_opinion is None
+    en = _rules(enabled=True, english=True, english_threshold=0.001)
+    assert en.classify("the zip of my coat broke after a week").second_opinion is not None
 
 
 def test_a_bad_setting_is_refused_with_its_line() -> None:
@@ -208,3 +215,160 @@ def test_model_file_reads_back() -> None:
     assert len(model.weights) > 1000
     with pytest.raises(ValueError, match="between 0 and 1"):
         ThreatModel.load(threshold=1.0)
+
+
+# ---------------------------------------------------------------------------- English model
+
+# Written for these tests (no evaluation set holds them): what the rules do not take as a
+# threat or a safety report and the English model does.
+EN_MISSED_BY_RULES = [
+    "The bath toy we got from you leaked some blue liquid and my daughter's hands came up red"
+    " and itchy, we had to take her to the GP this morning.",
+    "you sold me a fake watch and ignored four emails. My brother-in-law works at the local"
+    " radio station and he is very interested in stories like this.",
+]
+# Ordinary English: nobody is threatened and nothing happened.
+EN_HARD_NEGATIVES = [
+    "Can you tell me if the winter jacket comes in XL? Thanks!",
+    "Hi, I ordered the blue mug last week, when will it ship?",
+    "The lamp arrived with a cracked shade, can I get a replacement please?",
+    "I'd like a refund for the shoes, they don't fit.",
+    "My order has been stuck in transit for ten days, can you check what's going on?",
+    "This hot sauce is lethal lol, do you have a milder one?",
+    "The package came damaged and half the plates are broken. I want a refund or a"
+    " replacement as soon as possible.",
+]
+
+
+@pytest.fixture(scope="module")
+def en_off() -> Classifier:
+    return _rules(enabled=True)
+
+
+@pytest.fixture(scope="module")
+def en_on() -> Classifier:
+    return _rules(enabled=True, english=True)
+
+
+def test_the_shipped_rules_enable_english() -> None:
+    assert load_rules(DEFAULT_RULES_FILE).second_opinion.english
+
+
+def test_committed_english_model_is_what_training_gives() -> None:
+    """Retrain from the studied English sets: the committed file must be byte for byte the
+    result (change a studied set, the rules or the training and forget `make train-router`:
+    this fails)."""
+    text, report = train(EN)
+    assert text == MODEL_FILE_EN.read_text(encoding="utf-8")
+    for name in EN_STUDIED_FILES:
+        assert name in report
+
+
+@pytest.mark.parametrize("threshold", [None, 0.05])
+def test_english_only_raises(en_off: Classifier, threshold: float | None) -> None:
+    """Every studied English message (Bitext included) under several contexts: the English
+    model never lowers anything, never removes a signal, keeps the category."""
+    clf = _rules(enabled=True, english=True, english_threshold=threshold)
+    rows = load_rows(EN_STUDIED_FILES)
+    inputs = [r.decision_input() for r in rows]
+    inputs += [DecisionInput(t) for t in EN_MISSED_BY_RULES + EN_HARD_NEGATIVES]
+    raised = 0
+    for ctx in ({}, {"vip_level": 5}, {"order_amount": Decimal(2000)}, {"reopen_count": 2}):
+        for inp in inputs:
+            inp = replace(inp, **ctx)  # type: ignore[arg-type]
+            before, after = decide(inp, en_off), decide(inp, clf)
+            _assert_only_raised(before, after)
+            raised += after != before
+    assert raised >= (100 if threshold else len(EN_MISSED_BY_RULES) * 4)
+
+
+def test_english_model_changes_no_chinese_decision(en_off: Classifier, en_on: Classifier) -> None:
+    rows = load_rows(STUDIED_FILES)
+    for r in rows:
+        inp = r.decision_input()
+        assert decide(inp, en_on) == decide(inp, en_off)
+        assert en_on.classify(r.text) == en_off.classify(r.text)
+
+
+@pytest.mark.parametrize("text", EN_MISSED_BY_RULES)
+def test_an_english_threat_the_rules_miss_is_raised(
+    en_off: Classifier, en_on: Classifier, text: str
+) -> None:
+    before = decide(DecisionInput(text), en_off)
+    assert before.tier is not Tier.L2 or before.priority is not Priority.urgent
+    after = decide(DecisionInput(text), en_on)
+    assert (after.priority, after.tier) == (Priority.urgent, Tier.L2)
+    assert after.category is before.category
+    reason = next(r for r in after.reasons if "second opinion" in r)
+    quoted = reason.split("(“", 1)[1].rstrip("”)").split("”, “")
+    words = en_on.classify(text).tokens.words
+    assert quoted and all(w in words for w in quoted), reason
+
+
+@pytest.mark.parametrize("text", EN_HARD_NEGATIVES)
+def test_an_english_hard_negative_stays_put(
+    en_off: Classifier, en_on: Classifier, text: str
+) -> None:
+    assert decide(DecisionInput(text), en_on) == decide(DecisionInput(text), en_off)
+
+
+def test_english_read_is_the_exact_score(en_on: Classifier) -> None:
+    """The bound (each word's room summed) is never below the exact log-odds, and a message
+    is read as a threat exactly when its exact log-odds reach the threshold, at the shipped
+    threshold and at one that reads most messages."""
+    rows = load_rows(EN_STUDIED_FILES)
+    for thr in (None, 0.05):
+        scorer = WordScorer(ThreatModel.load(MODEL_FILE_EN, thr))
+        p = scorer.model.threshold
+        cut = math.log(p / (1 - p))
+        read = 0
+        for r in rows:
+            words = en_on.classify(r.text).tokens.words
+            z = scorer.logit(words)
+            assert scorer.upper(words) >= z - 1e-9
+            opinion = scorer.read(words)
+            assert (opinion is not None) is (z >= cut)
+            read += opinion is not None
+        assert read >= (80 if thr else 40)
+
+
+@given(
+    st.lists(
+        st.sampled_from(["sue", "you", "and", "my", "kid", "burn", "12", "!", "ok"]), max_size=8
+    )
+)
+def test_english_bound_on_any_words(words: list[str]) -> None:
+    scorer = WordScorer(ThreatModel.load(MODEL_FILE_EN, 0.01))
+    assert scorer.upper(words) >= scorer.logit(words) - 1e-9
+    grams = set().union(*(set(word_grams(w)) for w in words)) if words else set()
+    assert scorer.grams(words) == grams & scorer.model.weights.keys()
+
+
+def test_word_grams() -> None:
+    assert sorted(word_grams("sue")) == sorted(
+        ["<s", "su", "ue", "e>", "<su", "sue", "ue>", "<sue", "sue>"]
+    )
+    assert list(word_grams("12")) == [] and list(word_grams("!")) == []
+
+
+def test_a_bad_english_threshold_is_refused_with_its_line() -> None:
+    text = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
+    assert "  english: true" in text
+    bad = text.replace("  english: true", "  english: true\n  english_threshold: 0")
+    line = bad.splitlines().index("  english_threshold: 0") + 1
+    with pytest.raises(RulesError, match=rf":{line}: second_opinion.english_threshold: "):
+        parse_rules(bad, "rules.yaml")
+
+
+def test_an_unreadable_english_model_refuses_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    load = ThreatModel.load
+
+    def broken(path: object = MODEL_FILE, threshold: float | None = None) -> ThreatModel:
+        if path == MODEL_FILE_EN:
+            raise ValueError("threshold 0 must be between 0 and 1")
+        return load(path, threshold)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ThreatModel, "load", broken)
+    _rules(enabled=True)  # the Chinese model alone still loads
+    with pytest.raises(RulesError, match=r"threat_model_en\.json:0: second_opinion\.english"):
+        _rules(enabled=True, english=True)

@@ -36,9 +36,11 @@ from services.router.classify.rules import (
 )
 from services.router.classify.second_opinion import (
     MODEL_FILE,
+    MODEL_FILE_EN,
     Scorer,
     SecondOpinion,
     ThreatModel,
+    WordScorer,
 )
 from services.router.classify.text import PerWord, Tokenizer, Tokens
 from shared.events import Category
@@ -221,6 +223,7 @@ class Classifier:
         self._cache_max = 50_000
         so = rules.second_opinion
         self._scorer: Scorer | None = None
+        self._scorer_en: WordScorer | None = None
         if so.enabled:
             try:
                 self._scorer = Scorer(ThreatModel.load(MODEL_FILE, so.threshold))
@@ -228,6 +231,15 @@ class Classifier:
                 raise RulesError(
                     f"{MODEL_FILE}:0: second_opinion is enabled but its model cannot be read: {exc}"
                 ) from None
+            if so.english:
+                try:
+                    model_en = ThreatModel.load(MODEL_FILE_EN, so.english_threshold)
+                    self._scorer_en = WordScorer(model_en)
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    raise RulesError(
+                        f"{MODEL_FILE_EN}:0: second_opinion.english is enabled but its model "
+                        f"cannot be read: {exc}"
+                    ) from None
         # ``decide``'s decisions per classification outcome and context (not per text).
         self.decisions: dict[tuple[object, ...], Any] = {}
 
@@ -600,12 +612,12 @@ class Classifier:
         else:
             category = Category.other
         opinion = None
-        if (
-            self._scorer is not None
-            and toks.language != "en"
-            and not (signals and any(h.rule.threat for h in signals))
-        ):
-            opinion = self._scorer.read(words)
+        if not (signals and any(h.rule.threat for h in signals)):
+            if toks.language != "en":
+                if self._scorer is not None:
+                    opinion = self._scorer.read(words)
+            elif self._scorer_en is not None:  # English: its own model
+                opinion = self._scorer_en.read(words)
         return Classification(  # positional: keywords cost a dictionary more
             category,
             tuple(dict.fromkeys(cat_terms.get(category, ()))),

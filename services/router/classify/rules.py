@@ -166,6 +166,18 @@ class SecondOpinionRules(_Strict):
         description="the model's probability from which it raises; the one chosen by "
         "cross-validation in training when unset (lower raises more)",
     )
+    english: bool = Field(
+        default=False,
+        description="English messages are read too, by their own model "
+        "(classify/threat_model_en.json, character n-grams of each word)",
+    )
+    english_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="the English model's probability from which it raises; the one chosen by "
+        "cross-validation in training when unset",
+    )
 
 
 class RulesFile(_Strict):

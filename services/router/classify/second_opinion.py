@@ -12,6 +12,11 @@ the cut), one dictionary look-up each, a sum; most messages are told below the t
 before that, by the most each of their words could add (kept per word too, one look-up
 each). scikit-learn is needed only to train.
 
+English messages have a model of their own (``threat_model_en.json``, ``WordScorer``): the
+character 2-4-grams of each English word of the cut, marked at both ends (``word_grams``),
+kept per distinct word with the most the word can add, scored the same way; its reason
+names the words that weigh most.
+
 When the score passes the threshold and the rules found no threat, ``decide`` makes the
 message urgent and second line with the reason in plain words (docs/routing-rules.md,
 "Second opinion"); it never lowers anything.
@@ -31,11 +36,16 @@ from pathlib import Path
 from services.router.classify.text import PerWord
 
 MODEL_FILE = Path(__file__).with_name("threat_model.json")
+# The English second opinion: character n-grams of each English word (see ``word_grams``).
+MODEL_FILE_EN = Path(__file__).with_name("threat_model_en.json")
 EVIDENCE_MAX = 3
 # Latin letters and digits are not read (see model_text).
 _NOT_READ = re.compile(r"[a-z0-9]+")
 _HAS_NOT_READ = re.compile(r"[a-z0-9]")
 _join = operator.add
+# An English word the English model reads: letters only (digits, punctuation, emoji and
+# Chinese are not read).
+_EN_WORD = re.compile(r"[a-z]+")
 
 
 def model_text(words: Sequence[str]) -> str:
@@ -58,6 +68,19 @@ def ngrams(text: str, lo: int = 1, hi: int = 2) -> Iterator[str]:
     if lo == 1 and hi == 2:
         return chain(text, map(_join, text, text[1:]))
     return (text[i : i + k] for k in range(lo, hi + 1) for i in range(len(text) - k + 1))
+
+
+def word_grams(word: str, lo: int = 2, hi: int = 4) -> Iterator[str]:
+    """The English model's features of one word of the classifier's cut: its character
+    n-grams of ``lo`` to ``hi`` characters, the word marked at both ends (sue: <s su ue e>
+    <su sue ue> <sue sue>), so that sue, sued and suing share what they share and a whole
+    short word is its own feature; nothing for a word that is not all letters (digits,
+    punctuation, emoji). The same function for training and scoring; a message's features
+    are the set of its words' n-grams (each distinct one counted once)."""
+    if not _EN_WORD.fullmatch(word):
+        return iter(())
+    m = f"<{word}>"
+    return (m[i : i + k] for k in range(lo, hi + 1) for i in range(len(m) - k + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,3 +256,59 @@ def evidence(model: ThreatModel, hits: Iterable[str]) -> tuple[str, ...]:
         if len(chosen) == EVIDENCE_MAX:
             break
     return tuple(chosen)
+
+
+class WordScorer:
+    """The English second opinion ready to score: a message's features are the n-grams of
+    its words (``word_grams``), kept per distinct word with the most the word can add (its
+    room: the sum of its positive weights), so that a new message costs one look-up per
+    word. Most messages are told below the threshold by their rooms alone (summed in C);
+    the others are scored exactly (``fsum`` over the distinct n-grams)."""
+
+    __slots__ = ("_cut", "_get", "_rooms", "_words", "model")
+
+    def __init__(self, model: ThreatModel) -> None:
+        self.model = model
+        self._get = model.weights.get
+        p = model.threshold
+        self._cut = math.log(p / (1.0 - p))
+        # Per word: its n-grams of the model's vocabulary, its weight alone (for the
+        # evidence) and its room.
+        self._words: PerWord[tuple[frozenset[str], float, float]] = PerWord(self._word)
+        self._rooms: PerWord[float] = PerWord(lambda w: self._words[w][2])
+
+    def _word(self, word: str) -> tuple[frozenset[str], float, float]:
+        weights = self.model.weights
+        m = self.model
+        grams = frozenset(g for g in word_grams(word, m.lo, m.hi) if g in weights)
+        own = math.fsum(weights[g] for g in grams)
+        room = math.fsum(w for g in grams if (w := weights[g]) > 0)
+        return (grams, own, room)
+
+    def grams(self, words: Sequence[str]) -> set[str]:
+        """The distinct n-grams of the model's vocabulary in ``words``."""
+        out: set[str] = set()
+        known = self._words
+        for w in words:
+            out.update(known[w][0])
+        return out
+
+    def logit(self, words: Sequence[str]) -> float:
+        """The model's log-odds for a message (its classifier's words)."""
+        return self.model.bias + math.fsum(map(self._get, self.grams(words), repeat(0.0)))
+
+    def upper(self, words: Sequence[str]) -> float:
+        """At least the model's log-odds: the bias plus each word's room, in C."""
+        return self.model.bias + sum(map(self._rooms.__getitem__, words))
+
+    def read(self, words: Sequence[str]) -> SecondOpinion | None:
+        """The second opinion when the model reads a threat or a safety report, else None;
+        the evidence is the words that weigh most towards it."""
+        if self.upper(words) < self._cut - _MARGIN:
+            return None
+        z = self.logit(words)
+        if z < self._cut:
+            return None
+        known = self._words
+        ranked = sorted((w for w in set(words) if known[w][1] > 0), key=lambda w: (-known[w][1], w))
+        return SecondOpinion(round(1.0 / (1.0 + math.exp(-z)), 3), tuple(ranked[:EVIDENCE_MAX]))

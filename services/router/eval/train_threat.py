@@ -24,8 +24,18 @@ read; C = 3 read 82 but raised a hand-written look-alike of the unit tests
 (我拍视频给你看看哪里坏了), and so did higher rates. With ``zh_fresh8`` added (session 8, same
 choices): 105 of 141 threats read out of fold, 13 of 532 other rows raised.
 
+An English second opinion is trained the same way on the studied English sets
+(``EN_STUDIED_FILES``: ``en_threats``, ``en_threats2`` and the Bitext rows, which hold no
+threat) and written to ``threat_model_en.json``: the character 2-4-grams of each English word
+of the classifier's cut, marked at both ends (``word_grams``), C = 1, kept when seen in at
+least two messages, the threshold the lowest probability that raises at most 2.5 % of the
+hand-written rows a raise would be wrong for (the Bitext rows are left out of that count:
+templated requests the model never raises out of fold, they would only dilute the rate).
+Chosen by the same cross-validation, each studied English file left out in turn
+(docs/routing-rules.md, "English second opinion").
+
 scikit-learn is a training-only dependency (the ``train`` extra); the router scores the
-exported file with plain Python (``services/router/classify/second_opinion.py``).
+exported files with plain Python (``services/router/classify/second_opinion.py``).
 """
 
 from __future__ import annotations
@@ -34,13 +44,21 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
 from typing import Any
 
 from services.router.classify import Classifier, load_rules
 from services.router.classify.rules import SecondOpinionRules
-from services.router.classify.second_opinion import MODEL_FILE, model_text, ngrams
+from services.router.classify.second_opinion import (
+    MODEL_FILE,
+    MODEL_FILE_EN,
+    model_text,
+    ngrams,
+    word_grams,
+)
 from services.router.domain import DEFAULT_RULES_FILE, decide
 from services.router.eval.report import Row, load_rows
 from shared.events import Priority, Tier
@@ -67,6 +85,63 @@ MIN_DF = 2
 C = 1.0
 MAX_FALSE_RAISE_RATE = 0.025
 DECIMALS = 4
+# The English model: trained on the studied English sets; its false-raise rate is counted on
+# the hand-written rows only (EN_RATE_FILES), not on the templated Bitext rows.
+EN_STUDIED_FILES = (
+    "en_threats.jsonl",
+    "en_threats2.jsonl",
+    "en_bitext.jsonl",
+    "en_bitext_holdout.jsonl",
+)
+EN_RATE_FILES = ("en_threats.jsonl", "en_threats2.jsonl")
+EN_NGRAM_RANGE = (2, 4)
+
+
+def _zh_features(text: str) -> set[str]:
+    return set(ngrams(text, *NGRAM_RANGE))
+
+
+def _en_features(text: str) -> set[str]:
+    return set(chain.from_iterable(word_grams(w, *EN_NGRAM_RANGE) for w in text.split(" ")))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one second opinion is trained on and how."""
+
+    files: tuple[str, ...]
+    english: bool
+    """Reads English messages (their words joined by spaces), else Chinese and mixed ones."""
+    features: Callable[[str], set[str]]
+    ngram_range: tuple[int, int]
+    rate_files: tuple[str, ...] | None
+    """The files whose rows count for the false-raise rate (None: every file's)."""
+    about: str
+    out: Path
+
+
+ZH = Spec(
+    files=STUDIED_FILES,
+    english=False,
+    features=_zh_features,
+    ngram_range=NGRAM_RANGE,
+    rate_files=None,
+    about="threat second opinion of the router: logistic regression over character "
+    "n-grams of the normalised text; written by `make train-router` "
+    "(services/router/eval/train_threat.py), do not edit by hand",
+    out=MODEL_FILE,
+)
+EN = Spec(
+    files=EN_STUDIED_FILES,
+    english=True,
+    features=_en_features,
+    ngram_range=EN_NGRAM_RANGE,
+    rate_files=EN_RATE_FILES,
+    about="English threat second opinion of the router: logistic regression over character "
+    "n-grams of each English word, marked at both ends; written by `make train-router` "
+    "(services/router/eval/train_threat.py), do not edit by hand",
+    out=MODEL_FILE_EN,
+)
 
 
 @dataclass(frozen=True)
@@ -87,19 +162,21 @@ def rules_only_classifier() -> Classifier:
     return Classifier(rules.model_copy(update={"second_opinion": SecondOpinionRules()}))
 
 
-def examples(clf: Classifier, files: Sequence[str] = STUDIED_FILES) -> list[Example]:
+def examples(
+    clf: Classifier, files: Sequence[str] = STUDIED_FILES, english: bool = False
+) -> list[Example]:
     assert not set(files) & set(HELD_OUT), "never train on a held-out set"
     out = []
     for name in files:
         for row in load_rows((name,)):
             c = clf.classify(row.text, row.decision_input().order_status)
-            if c.tokens.language == "en":
-                continue  # the model reads Chinese and mixed messages only (no English threat)
+            if (c.tokens.language == "en") is not english:
+                continue  # each model reads its own language (mixed messages: the Chinese one)
             out.append(
                 Example(
                     file=name,
                     row=row,
-                    text=model_text(c.tokens.words),
+                    text=" ".join(c.tokens.words) if english else model_text(c.tokens.words),
                     label=row.urgent_threat,
                     rules_threat=any(h.rule.threat for h in c.signals),
                 )
@@ -107,13 +184,13 @@ def examples(clf: Classifier, files: Sequence[str] = STUDIED_FILES) -> list[Exam
     return out
 
 
-def _fit(texts: Sequence[str], labels: Sequence[bool]) -> tuple[Any, Any]:
+def _fit(
+    texts: Sequence[str], labels: Sequence[bool], features: Callable[[str], set[str]] = _zh_features
+) -> tuple[Any, Any]:
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    vec = CountVectorizer(
-        analyzer=lambda t: set(ngrams(t, *NGRAM_RANGE)), binary=True, min_df=MIN_DF
-    )
+    vec = CountVectorizer(analyzer=features, binary=True, min_df=MIN_DF)
     x = vec.fit_transform(texts)
     lr = LogisticRegression(
         C=C, class_weight="balanced", solver="liblinear", random_state=0, max_iter=10_000
@@ -122,12 +199,14 @@ def _fit(texts: Sequence[str], labels: Sequence[bool]) -> tuple[Any, Any]:
     return vec, lr
 
 
-def out_of_fold(exs: Sequence[Example]) -> list[float]:
+def out_of_fold(
+    exs: Sequence[Example], features: Callable[[str], set[str]] = _zh_features
+) -> list[float]:
     """Each row's log-odds from a model trained without its file."""
     scores = [0.0] * len(exs)
     for name in dict.fromkeys(e.file for e in exs):
         train = [e for e in exs if e.file != name]
-        vec, lr = _fit([e.text for e in train], [e.label for e in train])
+        vec, lr = _fit([e.text for e in train], [e.label for e in train], features)
         idx = [i for i, e in enumerate(exs) if e.file == name]
         z = lr.decision_function(vec.transform([exs[i].text for i in idx]))
         for i, v in zip(idx, z, strict=True):
@@ -135,11 +214,18 @@ def out_of_fold(exs: Sequence[Example]) -> list[float]:
     return scores
 
 
-def choose_threshold(exs: Sequence[Example], oof: Sequence[float]) -> float:
+def choose_threshold(
+    exs: Sequence[Example], oof: Sequence[float], files: Sequence[str] | None = None
+) -> float:
     """The probability above which at most MAX_FALSE_RAISE_RATE of the rows a raise would
-    be wrong for (not labelled a threat, not taken as one by the rules) are raised."""
+    be wrong for (not labelled a threat, not taken as one by the rules; of ``files`` only,
+    when given) are raised."""
     neg = sorted(
-        (z for e, z in zip(exs, oof, strict=True) if not e.label and not e.rules_threat),
+        (
+            z
+            for e, z in zip(exs, oof, strict=True)
+            if not e.label and not e.rules_threat and (files is None or e.file in files)
+        ),
         reverse=True,
     )
     k = int(MAX_FALSE_RAISE_RATE * len(neg))
@@ -147,13 +233,14 @@ def choose_threshold(exs: Sequence[Example], oof: Sequence[float]) -> float:
     return round(1.0 / (1.0 + math.exp(-cut)), DECIMALS)
 
 
-def train(files: Sequence[str] = STUDIED_FILES) -> tuple[str, str]:
+def train(spec: Spec = ZH) -> tuple[str, str]:
     """The model file's text and a cross-validation report (both deterministic)."""
     clf = rules_only_classifier()
-    exs = examples(clf, files)
-    oof = out_of_fold(exs)
-    threshold = choose_threshold(exs, oof)
-    vec, lr = _fit([e.text for e in exs], [e.label for e in exs])
+    files = spec.files
+    exs = examples(clf, files, spec.english)
+    oof = out_of_fold(exs, spec.features)
+    threshold = choose_threshold(exs, oof, spec.rate_files)
+    vec, lr = _fit([e.text for e in exs], [e.label for e in exs], spec.features)
     names = vec.get_feature_names_out()
     coef = lr.coef_[0]
     weights = {str(g): round(float(w), DECIMALS) for g, w in zip(names, coef, strict=True)}
@@ -161,17 +248,19 @@ def train(files: Sequence[str] = STUDIED_FILES) -> tuple[str, str]:
     ordered = dict(sorted(weights.items(), key=lambda kv: (-kv[1], kv[0])))
     cut = math.log(threshold / (1 - threshold))
     report = cv_report(clf, exs, oof, cut)
-    model = {
-        "about": "threat second opinion of the router: logistic regression over character "
-        "n-grams of the normalised text; written by `make train-router` "
-        "(services/router/eval/train_threat.py), do not edit by hand",
+    model: dict[str, Any] = {
+        "about": spec.about,
         "label": "urgent_threat",
         "trained_on": {f: sum(1 for e in exs if e.file == f) for f in files},
         "positives": sum(e.label for e in exs),
-        "ngram_range": list(NGRAM_RANGE),
+        "ngram_range": list(spec.ngram_range),
         "min_df": MIN_DF,
         "C": C,
         "max_false_raise_rate": MAX_FALSE_RAISE_RATE,
+    }
+    if spec.rate_files is not None:
+        model["false_raise_rate_of"] = list(spec.rate_files)
+    model |= {
         "threshold": threshold,
         "bias": round(float(lr.intercept_[0]), DECIMALS),
         "weights": ordered,
@@ -228,13 +317,15 @@ def cv_report(clf: Classifier, exs: Sequence[Example], oof: Sequence[float], cut
 
 def main(argv: Sequence[str] = ()) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--out", default=str(MODEL_FILE), help="where to write the model")
+    ap.add_argument("--out", default=str(MODEL_FILE), help="where to write the Chinese model")
+    ap.add_argument("--out-en", default=str(MODEL_FILE_EN), help="where to write the English model")
     args = ap.parse_args(argv)
-    text, report = train()
-    with open(args.out, "w", encoding="utf-8") as f:
-        f.write(text)
-    print(report)
-    print(f"\nwrote {args.out}")
+    for spec, out in ((ZH, args.out), (EN, args.out_en)):
+        text, report = train(spec)
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(report)
+        print(f"\nwrote {out}\n")
     return 0
 
 
