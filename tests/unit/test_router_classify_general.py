@@ -318,6 +318,14 @@ def test_more_new_wordings_reach_second_line(text: str) -> None:
         # a dispute with the bank or the card elsewhere or long ago
         "Had a chargeback with another seller years ago, do you accept PayPal?",
         "I disputed a payment with my bank once, with a previous shop. Do you ship to Spain?",
+        # a product's name, a marketplace or a payment party named in passing, a question
+        # about terms, one's own legal team asking for an invoice (issue #4, third round)
+        "is the poison ivy soothing lotion back in stock?",
+        "Do you also sell on Shein or only on your own site?",
+        "Is there an arbitration clause in your terms? Just curious before I buy",
+        "Can I pay with Affirm?",
+        "I saw your ad on fb, do you ship to Ireland?",
+        "Our legal team needs an invoice with the company name please",
     ],
 )
 def test_look_alikes_stay_below_second_line(text: str) -> None:

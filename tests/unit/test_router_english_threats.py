@@ -74,6 +74,21 @@ def d(text: str) -> Decision:
         ("Filing a chargeback today.", "chargeback"),
         ("I want a chargeback, this is theft", "chargeback"),
         ("I'll open another PayPal dispute if this isn't fixed", "chargeback"),
+        # third round: more marketplaces, payment parties, sites, authorities, arbitration and
+        # one's own legal team, a medicine taken with a symptom, breathing cut off
+        (
+            "I'll be reporting your shop to Mercado Libre if the refund doesn't arrive today",
+            "threat_platform",
+        ),
+        ("Refund me or I'm disputing it with Affirm", "chargeback"),
+        ("Unless this is fixed I'll take it to arbitration", "threat_legal"),
+        ("Our in-house legal team will be in touch unless a credit note is issued", "threat_legal"),
+        ("I'm sending the details to the health department", "threat_regulator"),
+        ("I will raise a complaint with the Ministry of Commerce", "threat_regulator"),
+        ("Otherwise I go to Procon tomorrow", "threat_regulator"),
+        ("going to post this on my snap story so everyone sees", "threat_media"),
+        ("She had been taking the drops for three days and felt dizzy and sick", "safety"),
+        ("our cat got tangled in the cord and was gasping", "safety"),
     ],
 )
 def test_an_english_threat_or_safety_report_is_urgent_and_second_line(
