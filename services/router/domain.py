@@ -62,8 +62,12 @@ class DecisionInput:
     escalated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
+    """Not frozen: ``decide`` returns a new one on every call (its lists copied from the
+    decision kept per outcome), and a frozen dataclass sets each field through
+    ``object.__setattr__``, about four times dearer, on every decision."""
+
     category: Category
     priority: Priority
     tier: Tier
@@ -137,8 +141,7 @@ def decide(inp: DecisionInput, classifier: Classifier | None = None) -> Decision
         if len(cache) >= 50_000:
             cache.clear()
         cache[key] = d
-    # positional (the fields' order): a frozen dataclass built with keywords costs a
-    # dictionary more, on every decision
+    # positional (the fields' order): keywords cost a dictionary more, on every decision
     return Decision(
         d.category,
         d.priority,

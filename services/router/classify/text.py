@@ -15,10 +15,9 @@ import re
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from itertools import filterfalse
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import opencc
 import rjieba
@@ -155,9 +154,12 @@ class PerWord(dict[str, _V]):
         return value
 
 
-@dataclass(frozen=True, slots=True)
-class Tokens:
-    """The words of one message, after normalisation, and simple surface features."""
+class Tokens(NamedTuple):
+    """The words of one message, after normalisation, and simple surface features.
+
+    A named tuple, not a frozen dataclass: as immutable (the classifier's cache shares it),
+    and built about four times cheaper (a frozen dataclass sets each field through
+    ``object.__setattr__``), once per new text."""
 
     words: tuple[str, ...]
     exclamations: int
@@ -266,7 +268,6 @@ class Tokenizer:
         """The tokens of a prepared text; ``latin=False`` says it has no Latin letter (the
         caller searched): then its language is zh without searching again."""
         language = language_of(stripped) if latin else "zh"
-        # positional: a frozen dataclass built with keywords costs a dictionary more
         return Tokens(self.words(stripped), stripped.count("!"), has_order_number, language)
 
     def clear_cache(self) -> None:
