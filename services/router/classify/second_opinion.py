@@ -261,11 +261,12 @@ def evidence(model: ThreatModel, hits: Iterable[str]) -> tuple[str, ...]:
 class WordScorer:
     """The English second opinion ready to score: a message's features are the n-grams of
     its words (``word_grams``), kept per distinct word with the most the word can add (its
-    room: the sum of its positive weights), so that a new message costs one look-up per
-    word. Most messages are told below the threshold by their rooms alone (summed in C);
-    the others are scored exactly (``fsum`` over the distinct n-grams)."""
+    room: the sum of its positive weights) and the least (the sum of its negative weights),
+    so that a new message costs a look-up or two per word. Most messages are told below the
+    threshold by those alone (in C, see ``upper``); the others are summed plainly, and only
+    those near the threshold exactly (``fsum`` over the distinct n-grams)."""
 
-    __slots__ = ("_cut", "_get", "_rooms", "_words", "model")
+    __slots__ = ("_cut", "_get", "_negs", "_rooms", "_words", "model")
 
     def __init__(self, model: ThreatModel) -> None:
         self.model = model
@@ -273,17 +274,20 @@ class WordScorer:
         p = model.threshold
         self._cut = math.log(p / (1.0 - p))
         # Per word: its n-grams of the model's vocabulary, its weight alone (for the
-        # evidence) and its room.
-        self._words: PerWord[tuple[frozenset[str], float, float]] = PerWord(self._word)
+        # evidence), its room and its negative weights; rooms and negatives also alone, so
+        # that a message's are looked up in C.
+        self._words: PerWord[tuple[frozenset[str], float, float, float]] = PerWord(self._word)
         self._rooms: PerWord[float] = PerWord(lambda w: self._words[w][2])
+        self._negs: PerWord[float] = PerWord(lambda w: self._words[w][3])
 
-    def _word(self, word: str) -> tuple[frozenset[str], float, float]:
+    def _word(self, word: str) -> tuple[frozenset[str], float, float, float]:
         weights = self.model.weights
         m = self.model
         grams = frozenset(g for g in word_grams(word, m.lo, m.hi) if g in weights)
         own = math.fsum(weights[g] for g in grams)
         room = math.fsum(w for g in grams if (w := weights[g]) > 0)
-        return (grams, own, room)
+        neg = math.fsum(w for g in grams if (w := weights[g]) < 0)
+        return (grams, own, room, neg)
 
     def grams(self, words: Sequence[str]) -> set[str]:
         """The distinct n-grams of the model's vocabulary in ``words``."""
@@ -298,16 +302,30 @@ class WordScorer:
         return self.model.bias + math.fsum(map(self._get, self.grams(words), repeat(0.0)))
 
     def upper(self, words: Sequence[str]) -> float:
-        """At least the model's log-odds: the bias plus each word's room, in C."""
-        return self.model.bias + sum(map(self._rooms.__getitem__, words))
+        """At least the model's log-odds, in C: the bias, plus each distinct word's room
+        (every positive n-gram of the message is in one of them), plus the negative weights
+        of the word that has the most (all of its n-grams are the message's too)."""
+        distinct = set(words)
+        return (
+            self.model.bias
+            + sum(map(self._rooms.__getitem__, distinct))
+            + min(map(self._negs.__getitem__, distinct), default=0.0)
+        )
 
     def read(self, words: Sequence[str]) -> SecondOpinion | None:
         """The second opinion when the model reads a threat or a safety report, else None;
         the evidence is the words that weigh most towards it."""
-        if self.upper(words) < self._cut - _MARGIN:
+        cut = self._cut
+        if self.upper(words) < cut - _MARGIN:
             return None
-        z = self.logit(words)
-        if z < self._cut:
+        grams = self.grams(words)
+        m = self.model
+        # A plain sum first (in C): its rounding is far below the margin, so a message it
+        # leaves below is below by the exact sum too.
+        if sum(map(m.weights.__getitem__, grams)) < cut - m.bias - _MARGIN:
+            return None
+        z = m.bias + math.fsum(map(m.weights.__getitem__, grams))
+        if z < cut:
             return None
         known = self._words
         ranked = sorted((w for w in set(words) if known[w][1] > 0), key=lambda w: (-known[w][1], w))
