@@ -77,6 +77,16 @@ OUTBOX_OLDEST_AGE = Gauge(
     multiprocess_mode=_GAUGE_MODE,
     registry=REGISTRY,
 )
+# A relay reading its producer's own log table (shared/outbox_log.py) publishes only rows
+# of transactions older than every one still running: how long the oldest transaction has
+# run while rows wait behind it (0: nothing held back).
+OUTBOX_HELD_BACK = Gauge(
+    "ticketflow_outbox_held_back_seconds",
+    "How long the oldest open transaction has held the relay's publishing back",
+    ["service"],
+    multiprocess_mode=_GAUGE_MODE,
+    registry=REGISTRY,
+)
 # Outbox rows published to Kafka by the relay.
 OUTBOX_PUBLISHED = Counter(
     "ticketflow_outbox_published_total",

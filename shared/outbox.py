@@ -160,34 +160,197 @@ ON CONFLICT (producer, id) DO UPDATE
 """
 
 _KEPT = """
-SELECT s.id, s.topic, s.key, s.payload, s.correlation_id
+SELECT s.id AS page, s.id, s.topic, s.key, s.payload, s.correlation_id
 FROM outbox_sent s JOIN unnest($2::text[], $3::int[]) AS l(topic, part)
     ON s.topic = l.topic AND s.kafka_partition = l.part
 WHERE s.producer = $1 AND s.id > $4
 ORDER BY s.id LIMIT $5
 """
 
+
 # Per partition: the highest offset kept, and the lowest of the last send there. Every send
 # (a batch, or a chunk of a re-publish) is recorded by one statement (_MOVE, _REACKED), so
 # its rows share one sent_at (now(), not the column's per-row default), and no produce
 # batch holds records of two sends (the relay waits for every ack before the next): the
 # last produce batch starts at or after the lowest offset of the last send.
-_ACKED = """
+def acked_query(table: str, highest: str, lowest: str) -> str:
+    """Per partition of ``table``'s kept sends: the highest offset kept, and the lowest of
+    the last send there (``highest``/``lowest``: its columns for a row's last and first
+    offset)."""
+    return f"""
 WITH last AS (
-    SELECT topic, kafka_partition, max(sent_at) AS t, max(kafka_offset) AS highest
-    FROM outbox_sent WHERE producer = $1 GROUP BY topic, kafka_partition
+    SELECT topic, kafka_partition, max(sent_at) AS t, max({highest}) AS highest
+    FROM {table} WHERE producer = $1 GROUP BY topic, kafka_partition
 )
-SELECT l.topic, l.kafka_partition, l.highest, min(s.kafka_offset) AS last_batch_first
-FROM last l JOIN outbox_sent s ON s.producer = $1 AND s.topic = l.topic
+SELECT l.topic, l.kafka_partition, l.highest, min(s.{lowest}) AS last_batch_first
+FROM last l JOIN {table} s ON s.producer = $1 AND s.topic = l.topic
     AND s.kafka_partition = l.kafka_partition AND s.sent_at = l.t
 GROUP BY l.topic, l.kafka_partition, l.highest
 """
+
+
+_ACKED = acked_query("outbox_sent", "kafka_offset", "kafka_offset")
 
 _REACKED = """
 UPDATE outbox_sent s SET kafka_partition = a.p, kafka_offset = a.o, sent_at = now()
 FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS a(id, p, o)
 WHERE s.producer = $1 AND s.id = a.id
 """
+
+
+class RowSource(Protocol):
+    """Where a relay's rows come from and where what it published is recorded: the shared
+    ``outbox`` (``OutboxSource``) or a producer's own append-only log table
+    (``shared.outbox_log.LogSource``). Rows carry ``id``, ``topic``, ``key``, ``payload``,
+    ``correlation_id`` and ``created_at``; kept rows also ``page`` (re-publish paging)."""
+
+    producer: str
+    notifies: bool
+    """Whether a commit can wake the relay with a NOTIFY (the outbox trigger)."""
+
+    async def lead(self, conn: asyncpg.Connection, wake_on_notify: bool) -> None:
+        """The relay took the lead: declare how it is woken, load what it needs."""
+
+    async def fetch(self, conn: asyncpg.Connection, limit: int) -> Sequence[asyncpg.Record]:
+        """The next rows to publish, in order (at most ``limit``)."""
+
+    async def published(
+        self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], acks: Sequence[Ack]
+    ) -> None:
+        """``rows`` were acknowledged: never fetch them again; keep them with their acks
+        (one per row) for re-publishing, unless ``acks`` is empty (retention off)."""
+
+    async def acked(self, conn: asyncpg.Connection) -> Sequence[tuple[str, int, int, int]]:
+        """Per partition kept: (topic, partition, highest offset, lowest offset of the
+        last send there) (``LossDetector.remember``)."""
+
+    async def kept(
+        self, conn: asyncpg.Connection, lost: Sequence[Partition], after: int, limit: int
+    ) -> Sequence[asyncpg.Record]:
+        """The kept rows of ``lost`` partitions in the order first sent, from page
+        ``after`` on (the next call's ``after`` is the last row's ``page``)."""
+
+    async def reacked(
+        self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], acks: Sequence[Ack]
+    ) -> None:
+        """Kept rows were published again: record their new acks (one per row)."""
+
+    async def purge(self, conn: asyncpg.Connection, retention: float) -> None:
+        """Forget what was kept longer than ``retention`` seconds."""
+
+    async def backlog(
+        self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], limit: int
+    ) -> tuple[int, float]:
+        """Rows waiting and the oldest one's age, given the last fetch (``rows``)."""
+
+
+class KeptSends:
+    """What both row sources keep of their sends in a table of their own (``kept_table``:
+    ``producer``, ``topic``, ``kafka_partition``, ``sent_at``): the acks per partition for
+    a new leader, the kept rows of lost partitions, the purge."""
+
+    producer: str
+    kept_table: str
+    acked_sql: str
+    kept_sql: str
+    kept_limit: int | None = None
+    """Sends read per page of ``kept`` (None: the relay's batch size)."""
+
+    async def acked(self, conn: asyncpg.Connection) -> Sequence[tuple[str, int, int, int]]:
+        rows = await conn.fetch(self.acked_sql, self.producer)
+        return [
+            (r["topic"], r["kafka_partition"], r["highest"], r["last_batch_first"]) for r in rows
+        ]
+
+    async def kept(
+        self, conn: asyncpg.Connection, lost: Sequence[Partition], after: int, limit: int
+    ) -> Sequence[asyncpg.Record]:
+        topics, parts = [t for t, _ in lost], [p for _, p in lost]
+        return await conn.fetch(
+            self.kept_sql, self.producer, topics, parts, after, self.kept_limit or limit
+        )
+
+    async def purge(self, conn: asyncpg.Connection, retention: float) -> None:
+        await conn.execute(
+            f"DELETE FROM {self.kept_table} WHERE producer = $1"
+            " AND sent_at < now() - make_interval(secs => $2)",
+            self.producer,
+            retention,
+        )
+
+
+class OutboxSource(KeptSends):
+    """The shared ``outbox`` table: a row is moved to ``outbox_sent`` with its ack (or
+    deleted when retention is off) once published."""
+
+    notifies = True
+    kept_table = "outbox_sent"
+    acked_sql = _ACKED
+    kept_sql = _KEPT
+
+    def __init__(self, producer: str) -> None:
+        self.producer = producer
+
+    async def lead(self, conn: asyncpg.Connection, wake_on_notify: bool) -> None:
+        # Declared after listening and before the first fetch. Rows another leader left
+        # are in that fetch; only a writer whose trigger read the old flag and that
+        # commits after the fetch goes unannounced: its rows wait for the next poll.
+        await conn.execute(
+            "INSERT INTO outbox_wakeup (producer, notify) VALUES ($1, $2)"
+            " ON CONFLICT (producer) DO UPDATE SET notify = EXCLUDED.notify,"
+            " updated_at = now()",
+            self.producer,
+            wake_on_notify,
+        )
+
+    async def fetch(self, conn: asyncpg.Connection, limit: int) -> Sequence[asyncpg.Record]:
+        return await conn.fetch(
+            "SELECT id, topic, key, payload, correlation_id, created_at FROM outbox"
+            " WHERE producer = $1 ORDER BY id LIMIT $2",
+            self.producer,
+            limit,
+        )
+
+    async def published(
+        self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], acks: Sequence[Ack]
+    ) -> None:
+        ids = [r["id"] for r in rows]
+        if acks:
+            await conn.execute(
+                _MOVE, self.producer, ids, [a[1] for a in acks], [a[2] for a in acks]
+            )
+        else:
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
+
+    async def reacked(
+        self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], acks: Sequence[Ack]
+    ) -> None:
+        await conn.execute(
+            _REACKED,
+            self.producer,
+            [r["id"] for r in rows],
+            [a[1] for a in acks],
+            [a[2] for a in acks],
+        )
+
+    async def backlog(
+        self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], limit: int
+    ) -> tuple[int, float]:
+        """A fetch that was not full saw the whole backlog: its rows are the figures (the
+        oldest is the lowest id, its age by this process's clock). Only a full one leaves
+        a count to the database: on an outbox autovacuum has not yet visited, that count
+        reads the dead heap (6-25 ms)."""
+        if len(rows) < limit:
+            age = time.time() - rows[0]["created_at"].timestamp() if rows else 0.0
+            return len(rows), age
+        row = await conn.fetchrow(
+            "SELECT count(*) AS n,"
+            " EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) AS age"
+            " FROM outbox WHERE producer = $1",
+            self.producer,
+        )
+        assert row is not None
+        return int(row["n"]), float(row["age"] or 0.0)
 
 
 class OutboxRelay:
@@ -205,14 +368,21 @@ class OutboxRelay:
         loss_check_interval: float = 1.0,
         purge_interval: float = 5.0,
         wake_on_notify: bool = True,
+        source: RowSource | None = None,
     ) -> None:
-        """After a batch smaller than ``batch_size`` the relay waits for a NOTIFY of its
+        """``source``: where the rows come from (the shared outbox unless given).
+
+        After a batch smaller than ``batch_size`` the relay waits for a NOTIFY of its
         producer, at most ``poll_interval``, before fetching again. ``wake_on_notify``
         False: it is not woken by NOTIFY, and asks the outbox trigger (``outbox_wakeup``)
         to send none for its producer; it then fetches every ``poll_interval``, and the
         rows of the commits meanwhile go out together (fewer, larger batches: less CPU per
         row in the relay and in PostgreSQL, for up to that much more time before a row is
-        published)."""
+        published). A source that cannot notify (a log table) needs
+        ``wake_on_notify=False``."""
+        self._source = source if source is not None else OutboxSource(producer)
+        if wake_on_notify and not self._source.notifies:
+            raise ValueError(f"{producer}: its rows send no NOTIFY; use wake_on_notify=False")
         self._dsn = dsn
         self._producer = producer
         self._publish = publish
@@ -289,22 +459,17 @@ class OutboxRelay:
             self.is_leader = True
             if self._wake_on_notify:
                 await conn.add_listener(CHANNEL, self._on_notify)
-            # Declared after listening and before the first fetch. Rows another leader left
-            # are in that fetch; only a writer whose trigger read the old flag and that
-            # commits after the fetch goes unannounced: its rows wait for the next poll.
-            await conn.execute(
-                "INSERT INTO outbox_wakeup (producer, notify) VALUES ($1, $2)"
-                " ON CONFLICT (producer) DO UPDATE SET notify = EXCLUDED.notify,"
-                " updated_at = now()",
-                self._producer,
-                self._wake_on_notify,
-            )
+            await self._source.lead(conn, self._wake_on_notify)
             await self._load_acked(conn)
             backoff = 0.2
             while not self._stop.is_set():
                 n = await self._maintain(conn)
                 if n >= 0:
                     n = await self._relay_batch(conn)
+                else:  # the broker does not answer: nothing is published, the gauges go on
+                    await self._update_gauges(
+                        conn, await self._source.fetch(conn, self._batch_size)
+                    )
                 if n < 0:  # publish failed: back off, keep the rows
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -329,10 +494,7 @@ class OutboxRelay:
                 self._producer,
             )
         )
-        rows = await conn.fetch(_ACKED, self._producer)
-        self._detector.remember(
-            (r["topic"], r["kafka_partition"], r["highest"], r["last_batch_first"]) for r in rows
-        )
+        self._detector.remember(await self._source.acked(conn))
 
     async def _send(self, rows: Sequence[asyncpg.Record]) -> list[Ack] | None:
         """Publish rows in order and wait for every ack; None if the broker did not take
@@ -362,26 +524,18 @@ class OutboxRelay:
         return acks
 
     async def _relay_batch(self, conn: asyncpg.Connection) -> int:
-        rows = await conn.fetch(
-            "SELECT id, topic, key, payload, correlation_id, created_at FROM outbox"
-            " WHERE producer = $1 ORDER BY id LIMIT $2",
-            self._producer,
-            self._batch_size,
-        )
+        rows = await self._source.fetch(conn, self._batch_size)
         await self._update_gauges(conn, rows)
         if not rows:
             return 0
         acks = await self._send(rows)
         if acks is None:
             return -1
-        ids = [r["id"] for r in rows]
         if self._retention > 0 and acks:
             await self._note_lost(conn, self._detector.observe(acks))
-            await conn.execute(
-                _MOVE, self._producer, ids, [a[1] for a in acks], [a[2] for a in acks]
-            )
+            await self._source.published(conn, rows, acks)
         else:
-            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids)
+            await self._source.published(conn, rows, [])
         _count_per_topic(metrics.OUTBOX_PUBLISHED, self._producer, rows)
         return len(rows)
 
@@ -472,12 +626,7 @@ class OutboxRelay:
         if now - self._last_purge >= self._purge_interval and not self._broker_down:
             # Not while the broker is away: what it lost is only known once it answers.
             self._last_purge = now
-            await conn.execute(
-                "DELETE FROM outbox_sent WHERE producer = $1"
-                " AND sent_at < now() - make_interval(secs => $2)",
-                self._producer,
-                self._retention,
-            )
+            await self._source.purge(conn, self._retention)
             await conn.execute(
                 "DELETE FROM outbox_broker_losses WHERE detected_at < now() - interval '1 day'"
             )
@@ -487,10 +636,9 @@ class OutboxRelay:
         """Publish again, in id order, every kept row of the partitions that lost data."""
         lost = sorted(self._lost)
         self._detector.forget(lost)
-        topics, parts = [t for t, _ in lost], [p for _, p in lost]
-        last_id, total = 0, 0
+        last_page, total = 0, 0
         while True:
-            rows = await conn.fetch(_KEPT, self._producer, topics, parts, last_id, self._batch_size)
+            rows = await self._source.kept(conn, lost, last_page, self._batch_size)
             if not rows:
                 break
             acks = await self._send(rows)
@@ -500,16 +648,10 @@ class OutboxRelay:
             if acks:
                 # A loss during the re-publish: its partitions are re-published again.
                 again = self._detector.observe(acks)
-                await conn.execute(
-                    _REACKED,
-                    self._producer,
-                    [r["id"] for r in rows],
-                    [a[1] for a in acks],
-                    [a[2] for a in acks],
-                )
+                await self._source.reacked(conn, rows, acks)
             _count_per_topic(metrics.OUTBOX_REPUBLISHED, self._producer, rows)
             total += len(rows)
-            last_id = rows[-1]["id"]
+            last_page = rows[-1]["page"]
             if again:
                 log.warning("broker lost records again during the re-publish")
                 self._lost -= again
@@ -523,27 +665,13 @@ class OutboxRelay:
     async def _update_gauges(
         self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
     ) -> None:
-        """Backlog and oldest age, at most once a second (always when the outbox is empty).
-        A fetch that was not full saw the whole backlog: its rows are the figures (the
-        oldest is the lowest id, its age by this process's clock). Only a full one leaves
-        a count to the database: on an outbox autovacuum has not yet visited, that count
-        reads the dead heap (6-25 ms)."""
+        """Backlog and oldest age (``RowSource.backlog``), at most once a second (always
+        when nothing was fetched)."""
         now = time.monotonic()
         if rows and now - self._last_gauge < 1.0:
             return
         self._last_gauge = now
-        if len(rows) < self._batch_size:
-            n = len(rows)
-            age = time.time() - rows[0]["created_at"].timestamp() if rows else 0.0
-        else:
-            row = await conn.fetchrow(
-                "SELECT count(*) AS n,"
-                " EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) AS age"
-                " FROM outbox WHERE producer = $1",
-                self._producer,
-            )
-            assert row is not None
-            n, age = row["n"], float(row["age"] or 0.0)
+        n, age = await self._source.backlog(conn, rows, self._batch_size)
         metrics.OUTBOX_BACKLOG.labels(self._producer).set(n)
         metrics.OUTBOX_OLDEST_AGE.labels(self._producer).set(max(0.0, age))
 

@@ -27,7 +27,7 @@ from shared import metrics
 from shared.db import create_pool, ping
 from shared.kafka import AssignmentTracker, RelayProducer, make_broker, update_lag
 from shared.logging import get_logger, setup_logging
-from shared.outbox import OutboxRelay, leads
+from shared.outbox import OutboxRelay, RowSource, leads
 from shared.settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -46,10 +46,14 @@ class Runtime:
         relay: bool = False,
         relay_elsewhere: bool = False,
         broker_required_for_ready: bool = True,
+        relay_source: RowSource | None = None,
+        relay_poll_interval: float = 1.0,
     ) -> None:
-        """``relay``: run the service's outbox relay in this process. ``relay_elsewhere``:
-        another process runs it (intake's relay process); readiness then reports whether a
-        relay of this producer holds the lock."""
+        """``relay``: run the service's outbox relay in this process, reading
+        ``relay_source`` (the shared outbox unless given; a source that sends no NOTIFY is
+        polled every ``relay_poll_interval``). ``relay_elsewhere``: another process runs
+        it (intake's relay process); readiness then reports whether a relay of this
+        producer holds the lock."""
         self.name = name
         self.settings = settings
         self.broker: KafkaBroker = make_broker(settings.kafka_bootstrap_servers, name)
@@ -67,7 +71,13 @@ class Runtime:
         self._relay_producer: RelayProducer | None = None
         self._relay_elsewhere = relay_elsewhere
         if relay:
-            self.relay, self._relay_producer = make_relay(name, settings)
+            self.relay, self._relay_producer = make_relay(
+                name,
+                settings,
+                source=relay_source,
+                poll_interval=relay_poll_interval,
+                wake_on_notify=relay_source is None or relay_source.notifies,
+            )
 
     # -- registration ---------------------------------------------------------------
     @property
@@ -238,6 +248,7 @@ def make_relay(
     *,
     poll_interval: float = 1.0,
     wake_on_notify: bool = True,
+    source: RowSource | None = None,
 ) -> tuple[OutboxRelay, RelayProducer]:
     """A service's outbox relay and the producer it publishes with (stop both); the
     options are ``OutboxRelay``'s."""
@@ -249,6 +260,7 @@ def make_relay(
         retention_seconds=settings.outbox_retention_seconds,
         poll_interval=poll_interval,
         wake_on_notify=wake_on_notify,
+        source=source,
     )
     return relay, producer
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from tests.helpers import Infra
+from tests.helpers import Infra, Sink
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +62,13 @@ async def pool(infra: Infra) -> AsyncIterator[asyncpg.Pool]:
     p = await create_pool(infra.dsn, min_size=1, max_size=5)
     yield p
     await p.close()
+
+
+@pytest.fixture(params=["outbox", "log"])
+def sink(request: pytest.FixtureRequest) -> Sink:
+    """The relay tests that take it run once per row source: the shared outbox, and a
+    producer's own log table (``tests.helpers.Sink``)."""
+    return Sink(request.param)
 
 
 @pytest.fixture

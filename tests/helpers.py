@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,16 @@ from shared.events import (
     SlaEvent,
     dump,
 )
-from shared.outbox import CHANNEL, OutboxRow, enqueue
+from shared.outbox import (
+    CHANNEL,
+    OutboxRelay,
+    OutboxRow,
+    OutboxSource,
+    RowSource,
+    backlog,
+    enqueue,
+)
+from shared.outbox_log import LogSource
 from shared.signing import signed_headers
 from shared.topics import SLA, TopicSpec
 
@@ -273,3 +282,77 @@ async def relay_declared(pool: asyncpg.Pool, producer: str, notify: bool) -> Non
             if await pool.fetchval(query, producer) is notify:
                 return
             await asyncio.sleep(0.05)
+
+
+class Sink:
+    """Where a test's relay reads its rows, for the relay tests that run against both row
+    sources: ``outbox`` (the shared outbox, router's and sla_watch's) or ``log`` (a
+    producer's own log table, as intake's ``intake_events``: a table of the test's own
+    with the same ``seq``/``xid`` columns)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.tables: dict[str, str] = {}  # producer -> its log table
+
+    async def source(self, pool: asyncpg.Pool, producer: str) -> RowSource:
+        if self.kind == "outbox":
+            return OutboxSource(producer)
+        table = self.tables.get(producer)
+        if table is None:
+            table = self.tables[producer] = "log_" + uuid.uuid4().hex[:12]
+            await pool.execute(
+                f"CREATE TABLE {table} ("
+                " seq bigint GENERATED ALWAYS AS IDENTITY,"
+                " xid xid8 NOT NULL DEFAULT pg_current_xact_id(),"
+                " topic text NOT NULL, key text, payload bytea NOT NULL, correlation_id text,"
+                " created_at timestamptz NOT NULL DEFAULT clock_timestamp());"
+                f" CREATE INDEX ON {table} (xid, seq)"
+            )
+        return LogSource(
+            producer,
+            table,
+            topic="topic",
+            key="key",
+            payload="payload",
+            correlation_id="correlation_id",
+            created_at="created_at",
+        )
+
+    async def relay(
+        self, pool: asyncpg.Pool, dsn: str, producer: str, publish: Any, **options: Any
+    ) -> OutboxRelay:
+        """An ``OutboxRelay`` of ``producer`` on this sink (a log is polled: every 50 ms
+        unless told)."""
+        source = await self.source(pool, producer)
+        if self.kind == "log":
+            options.setdefault("poll_interval", 0.05)
+            options["wake_on_notify"] = False
+        return OutboxRelay(dsn, producer, publish, source=source, **options)
+
+    async def write(self, conn: Any, producer: str, rows: Sequence[OutboxRow]) -> None:
+        """``enqueue``, or the rows inserted into the producer's log, in the caller's
+        transaction."""
+        if self.kind == "outbox":
+            await enqueue(conn, producer, rows)
+            return
+        await conn.executemany(
+            f"INSERT INTO {self.tables[producer]} (topic, key, payload, correlation_id)"
+            " VALUES ($1, $2, $3, $4)",
+            [(r.topic.name, r.key, dump(r.event), r.event.correlation_id) for r in rows],
+        )
+
+    async def backlog(self, pool: asyncpg.Pool, producer: str) -> int:
+        """Rows not yet published (and acknowledged)."""
+        if self.kind == "outbox":
+            return await backlog(pool, producer)
+        source = await self.source(pool, producer)
+        assert isinstance(source, LogSource)
+        return await source.unpublished(pool)
+
+    async def published(self, pool: asyncpg.Pool, producer: str, timeout: float = 20) -> None:
+        """Until every row of ``producer`` was published (acknowledged and recorded)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                if await self.backlog(pool, producer) == 0:
+                    return
+                await asyncio.sleep(0.1)

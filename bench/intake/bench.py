@@ -444,7 +444,10 @@ async def count_downstream(bootstrap: str, dsn: str, accepted: list[str]) -> tup
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            left = await conn.fetchval("SELECT count(*) FROM outbox WHERE producer = 'intake'")
+            left = await conn.fetchval(
+                "SELECT count(*) FROM intake_events WHERE (xid, seq) >"
+                " (SELECT xid, seq FROM outbox_log_cursor WHERE producer = 'intake')"
+            )
             if left == 0:
                 break
             await asyncio.sleep(0.5)

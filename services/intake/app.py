@@ -25,8 +25,9 @@ from services.intake.batcher import GroupCommitter
 from services.intake.domain import PRODUCER, EventIds, invalid_fields, to_stored
 from services.intake.heap import freeze_startup_heap
 from services.intake.problems import PROBLEM_RESPONSES, problem
+from services.intake.relay import POLL_SECONDS
 from services.intake.settings import IntakeSettings
-from services.intake.store import accept
+from services.intake.store import LOG, accept
 from shared import metrics
 from shared.events import utcnow
 from shared.logging import get_logger
@@ -81,10 +82,12 @@ def build(settings: IntakeSettings | None = None, *, relay_elsewhere: bool = Fal
         relay=not relay_elsewhere,
         relay_elsewhere=relay_elsewhere,
         broker_required_for_ready=False,
+        relay_source=LOG,
+        relay_poll_interval=POLL_SECONDS,
     )
     adapters = build_adapters(settings)
     guard = LoadGuard(
-        PRODUCER,
+        LOG,
         Limits(
             settings.max_outbox_backlog,
             settings.max_db_latency_seconds,

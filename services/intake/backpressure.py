@@ -2,10 +2,11 @@
 latency passes its bound, rather than queue without bound.
 
 A probe refreshes two figures at most every ``interval`` seconds, off the request path:
-the outbox backlog of intake (an upper bound from the span of its outbox ids, counted,
-up to the limit, only when that span reaches the limit), the round-trip time of a
-pool acquire plus a query (pool waits included, so a saturated pool counts as latency),
-and how late the event loop woke the probe (a saturated CPU).
+the outbox backlog of intake (``LogSource.probe_backlog``: the ``seq`` values handed out
+above the highest one published, an upper bound, and the rows counted, up to the limit,
+only when that bound reaches the limit), the round-trip time of a pool acquire plus a
+query (pool waits included, so a saturated pool counts as latency), and how late the
+event loop woke the probe (a saturated CPU).
 Each request only reads the last verdict.
 """
 
@@ -20,6 +21,7 @@ import asyncpg
 
 from shared import metrics
 from shared.logging import get_logger
+from shared.outbox_log import LogSource
 
 log = get_logger(__name__)
 
@@ -45,18 +47,10 @@ def overload_reason(
     return None
 
 
-# The span of the producer's outbox ids: an upper bound on its backlog (ids are unique),
-# read from the two ends of the (producer, id) index. Enough while it stays below the
-# bound; a count over the rows, on an outbox that autovacuum has not yet visited, reads
-# its dead heap (a sequential scan of ~10,000 pages, 5-20 ms, twice a second per worker).
-_SPAN = "SELECT max(id) - min(id) + 1 FROM outbox WHERE producer = $1"
-# Only when the span reaches the bound: the rows, counted up to it.
-_COUNT = "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE producer = $1 LIMIT $2) b"
-
-
 class LoadGuard:
-    def __init__(self, producer: str, limits: Limits, interval: float = 0.5) -> None:
-        self.producer = producer
+    def __init__(self, source: LogSource, limits: Limits, interval: float = 0.5) -> None:
+        self.source = source
+        self.producer = source.producer
         self.limits = limits
         self.interval = interval
         self.backlog: int | None = None
@@ -80,9 +74,7 @@ class LoadGuard:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(max(5.0, self.limits.max_latency * 4)):
-                n = await pool.fetchval(_SPAN, self.producer)
-                if n is not None and n >= self.limits.max_backlog:
-                    n = await pool.fetchval(_COUNT, self.producer, self.limits.max_backlog)
+                n = await self.source.probe_backlog(pool, self.limits.max_backlog)
             self.latency = time.perf_counter() - started
             self.backlog = int(n or 0)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:

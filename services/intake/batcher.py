@@ -1,14 +1,13 @@
 """Group commit: concurrent webhooks share one statement, hence one transaction.
 
-Each request hands its events to ``GroupCommitter.submit`` and waits. Events gather while
-every connection of the committer is busy committing (the batch grows with the load by
-itself) and, when one is free, for at most ``max_wait`` (~2 ms) or until ``max_batch``
-events. Then one statement stores the whole batch: it inserts into ``intake_events``
-(``ON CONFLICT DO NOTHING``) and puts the new ones, in arrival order, into the outbox. A
-single statement is a transaction of its own in PostgreSQL: both inserts commit
-together, with one round trip and one WAL flush for the batch, and no ``BEGIN``/
-``COMMIT`` of their own. Only after it returns is each request answered, so ``202``
-still means durable.
+Each request hands its events to ``GroupCommitter.submit`` and waits. Events gather
+while every connection of the committer is busy committing (the batch grows with the
+load by itself) and, when one is free, for at most ``max_wait`` (~2 ms) or until
+``max_batch`` events. Then one statement stores the whole batch: it inserts into
+``intake_events`` (``ON CONFLICT DO NOTHING``), in arrival order; that table is intake's
+outbox (``store.LOG``). A single statement is a transaction of its own in PostgreSQL:
+one round trip and one WAL flush for the batch, and no ``BEGIN``/``COMMIT`` of its own.
+Only after it returns is each request answered, so ``202`` still means durable.
 
 The committer keeps its ``connections`` (2) out of the pool for as long as it runs
 (returning a connection to an asyncpg pool resets it: a round trip and a statement per
@@ -28,28 +27,21 @@ from dataclasses import dataclass
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.intake.domain import PRODUCER, StoredEvent
-from shared.topics import MESSAGES
+from services.intake.domain import StoredEvent
 
 STORE = (
     "WITH u AS ("
-    " SELECT p, convert_from(p, 'UTF8')::jsonb AS e, n"
+    " SELECT convert_from(p, 'UTF8')::jsonb AS e, n"
     " FROM unnest($1::bytea[]) WITH ORDINALITY AS u(p, n)"
-    "), ins AS ("
+    ")"
     " INSERT INTO intake_events"
     " (source, source_event_id, message_id, ticket_id, kind, received_at, event)"
     " SELECT e->>'source', e->>'source_event_id', e->>'message_id', e->>'ticket_id',"
     " e->>'kind', (e->>'received_at')::timestamptz, e FROM u ORDER BY n"
     " ON CONFLICT (source, source_event_id) DO NOTHING RETURNING source, source_event_id"
-    "), queued AS ("
-    " INSERT INTO outbox (producer, topic, key, payload, correlation_id)"
-    " SELECT $2, $3, u.e->>'conversation_id', u.p, u.e->>'message_id' FROM u"
-    " JOIN ins ON ins.source = u.e->>'source' AND ins.source_event_id = u.e->>'source_event_id'"
-    " ORDER BY u.n"
-    ")"
-    " SELECT source, source_event_id FROM ins"
 )
-"""Both inserts in one statement. The outbox row's correlation id is the message id."""
+"""One insert; the table is intake's outbox (``store.LOG``): its rows take ``seq`` in
+arrival order and the statement's transaction id."""
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -63,7 +55,7 @@ async def store_batch(conn: Conn, batch: Sequence[Sequence[StoredEvent]]) -> lis
         for event in events:
             first.setdefault((event.source, event.source_event_id), event)
     rows = list(first.values())
-    inserted = await conn.fetch(STORE, [e.payload for e in rows], PRODUCER, MESSAGES.name)
+    inserted = await conn.fetch(STORE, [e.payload for e in rows])
     new = {(r[0], r[1]) for r in inserted}
     results: list[list[bool]] = []
     for events in batch:

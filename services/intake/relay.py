@@ -1,11 +1,12 @@
 """intake's outbox relay in a process of its own.
 
 ``python -m services.intake`` starts it next to the uvicorn workers (``RelayProcess``),
-with the same environment: the relay's publishing (fetching up to 500 rows, handing each
-to the producer, moving them to ``outbox_sent``) runs on a core the operating system
-shares out, instead of in bursts on one worker's event loop in front of its requests.
-Its metrics go to the workers' multiprocess directory, so a scrape of any worker shows
-them, and a worker's ``/readyz`` says whether a relay holds the producer's lock
+with the same environment: the relay's publishing (fetching up to 500 rows of
+``intake_events`` above its cursor, handing them to the producer, recording the cursor
+and the acks: ``shared/outbox_log.py``) runs on a core the operating system shares out,
+instead of in bursts on one worker's event loop in front of its requests. Its metrics go
+to the workers' multiprocess directory, so a scrape of any worker shows them, and a
+worker's ``/readyz`` says whether a relay holds the producer's lock
 (``outbox_relay_leader``). Only one relay of a producer publishes at a time (the
 advisory lock), so the order per key is the same as with the relay inside a worker.
 
@@ -28,6 +29,7 @@ import threading
 from services.intake.domain import PRODUCER
 from services.intake.heap import freeze_startup_heap
 from services.intake.settings import IntakeSettings
+from services.intake.store import LOG
 from shared import metrics
 from shared.logging import get_logger, setup_logging
 from shared.service import make_relay
@@ -35,10 +37,9 @@ from shared.service import make_relay
 log = get_logger(__name__)
 
 PR_SET_PDEATHSIG = 1
-# After a batch smaller than 500 rows the relay fetches again this much later, not woken
-# by NOTIFY: the rows of the group commits meanwhile go out together (a few larger batches
-# instead of one per commit), and intake's commits take no notify lock (shared migration
-# 0003: one at a time, each with its own WAL flush, while they notified).
+# After a batch smaller than 500 rows the relay fetches again this much later (a log table
+# sends no NOTIFY): the rows of the group commits meanwhile go out together (a few larger
+# batches instead of one per commit).
 POLL_SECONDS = 0.02
 PARENT_ENV = "INTAKE_RELAY_PARENT_PID"
 
@@ -54,7 +55,7 @@ def _die_with_parent() -> None:
 
 async def run(settings: IntakeSettings) -> None:
     relay, producer = make_relay(
-        PRODUCER, settings, poll_interval=POLL_SECONDS, wake_on_notify=False
+        PRODUCER, settings, poll_interval=POLL_SECONDS, wake_on_notify=False, source=LOG
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

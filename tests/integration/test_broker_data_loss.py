@@ -26,7 +26,7 @@ from shared.kafka import (
     update_lag,
 )
 from shared.localstack import Broker, free_port
-from shared.outbox import OutboxRelay, OutboxRow, enqueue
+from shared.outbox import OutboxRelay, OutboxRow
 from shared.topics import SLA
 from tests.helpers import (
     TopicReader,
@@ -62,7 +62,7 @@ async def _ids_on_topic(bootstrap: str, ticket: str, expected: set[str]) -> set[
     return seen
 
 
-async def test_broker_restart_while_records_flow_loses_nothing(own_dsn, own_pool, tmp_path):
+async def test_broker_restart_while_records_flow_loses_nothing(own_dsn, own_pool, tmp_path, sink):
     pool = own_pool
     own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
     own.start()
@@ -90,7 +90,8 @@ async def test_broker_restart_while_records_flow_loses_nothing(own_dsn, own_pool
 
     republished_before = metrics.OUTBOX_REPUBLISHED.labels(producer, SLA.name)._value.get()
     out = RelayProducer(own.bootstrap, "test")
-    relay = OutboxRelay(
+    relay = await sink.relay(
+        pool,
         own_dsn,
         producer,
         out.publish_batch,
@@ -113,7 +114,7 @@ async def test_broker_restart_while_records_flow_loses_nothing(own_dsn, own_pool
         async def write(start: int, stop: int) -> None:
             for i in range(start, stop, 5):
                 async with pool.acquire() as conn, conn.transaction():
-                    await enqueue(conn, producer, [_event(ticket, j) for j in range(i, i + 5)])
+                    await sink.write(conn, producer, [_event(ticket, j) for j in range(i, i + 5)])
                 await asyncio.sleep(0.02)
 
         # Half the events flow; the broker stops once some of them were consumed (the
@@ -175,13 +176,8 @@ async def _until(pool: Any, query: str, *args: object, timeout: float = 20) -> N
             await asyncio.sleep(0.1)
 
 
-async def _published(pool: Any, producer: str) -> None:
-    """Until the producer's outbox is empty (its rows acknowledged and kept)."""
-    await _until(pool, "SELECT count(*) = 0 FROM outbox WHERE producer = $1", producer)
-
-
 async def test_a_loss_one_relay_finds_is_republished_by_every_relay_of_the_partition(
-    own_dsn, own_pool, tmp_path
+    own_dsn, own_pool, tmp_path, sink
 ):
     """Two producers write one partition (as router and sla_watch both write
     cs.escalations.v1). After the restart, B finds the loss and re-publishes so much that
@@ -193,34 +189,39 @@ async def test_a_loss_one_relay_finds_is_republished_by_every_relay_of_the_parti
     a, b, ticket = uid("producer-a"), uid("producer-b"), uid("tkt")
     key = f"{ticket}-key"  # one key: one partition for both producers
 
-    def relay(producer: str, out: RelayProducer) -> OutboxRelay:
-        return OutboxRelay(
-            own_dsn, producer, out.publish_batch, publish_timeout=3.0, loss_check_interval=0.2
+    async def relay(producer: str, out: RelayProducer) -> OutboxRelay:
+        return await sink.relay(
+            pool,
+            own_dsn,
+            producer,
+            out.publish_batch,
+            publish_timeout=3.0,
+            loss_check_interval=0.2,
         )
 
     async def write(producer: str, ids: range) -> None:
         async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, producer, [_event(ticket, i, key) for i in ids])
+            await sink.write(conn, producer, [_event(ticket, i, key) for i in ids])
 
     out_a, out_b = RelayProducer(own.bootstrap, "a"), RelayProducer(own.bootstrap, "b")
-    relay_a, relay_b = relay(a, out_a), relay(b, out_b)
+    relay_a, relay_b = await relay(a, out_a), await relay(b, out_b)
     tasks = [asyncio.create_task(relay_a.run()), asyncio.create_task(relay_b.run())]
     try:
         await write(a, range(0, 3))
-        await _published(pool, a)
+        await sink.published(pool, a)
         relay_a.stop()  # A is away (its service restarts) while the broker loses its log
         await tasks[0]
         await write(b, range(100, 130))
-        await _published(pool, b)
+        await sink.published(pool, b)
 
         await asyncio.to_thread(own.stop)
         await asyncio.to_thread(own.start)
         await write(b, range(130, 135))
         found = "SELECT count(*) > 0 FROM outbox_broker_losses WHERE detected_by = $1"
         await _until(pool, found, b)  # B finds the loss and re-publishes
-        await _published(pool, b)
+        await sink.published(pool, b)
 
-        relay_a = relay(a, out_a)  # A's next leader
+        relay_a = await relay(a, out_a)  # A's next leader
         tasks[0] = asyncio.create_task(relay_a.run())
         await write(a, range(3, 4))
         expected = {f"{ticket}-{i}" for i in [*range(0, 4), *range(100, 135)]}
@@ -299,7 +300,9 @@ async def test_webhooks_accepted_around_a_broker_restart_are_routed_once(
         own.stop()
 
 
-async def test_a_new_leader_with_nothing_to_publish_sees_the_loss(own_dsn, own_pool, tmp_path):
+async def test_a_new_leader_with_nothing_to_publish_sees_the_loss(
+    own_dsn, own_pool, tmp_path, sink
+):
     """The broker and the service restart together (a machine reboot): the new relay leader
     has nothing new to publish, yet finds from the kept rows that the broker lost them and
     re-publishes them."""
@@ -308,23 +311,28 @@ async def test_a_new_leader_with_nothing_to_publish_sees_the_loss(own_dsn, own_p
     producer, ticket = uid("producer"), uid("tkt")
     out = RelayProducer(own.bootstrap, "test")
 
-    def relay() -> OutboxRelay:
-        return OutboxRelay(
-            own_dsn, producer, out.publish_batch, publish_timeout=3.0, loss_check_interval=0.2
+    async def relay() -> OutboxRelay:
+        return await sink.relay(
+            own_pool,
+            own_dsn,
+            producer,
+            out.publish_batch,
+            publish_timeout=3.0,
+            loss_check_interval=0.2,
         )
 
-    first = relay()
+    first = await relay()
     task = asyncio.create_task(first.run())
     try:
         for batch in (range(0, 20), range(20, 40)):  # two sends: two sent_at groups
             async with own_pool.acquire() as conn, conn.transaction():
-                await enqueue(conn, producer, [_event(ticket, i) for i in batch])
-            await _published(own_pool, producer)
+                await sink.write(conn, producer, [_event(ticket, i) for i in batch])
+            await sink.published(own_pool, producer)
         first.stop()
         await task
         await asyncio.to_thread(own.stop)
         await asyncio.to_thread(own.start)  # memory storage: back empty
-        second = relay()
+        second = await relay()
         task = asyncio.create_task(second.run())
         expected = {f"{ticket}-{i}" for i in range(40)}
         on_topic = await _ids_on_topic(own.bootstrap, ticket, expected)

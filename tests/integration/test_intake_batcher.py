@@ -6,8 +6,7 @@ order, and a lost connection fails only its batch."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import zlib
+import copy
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,8 +16,8 @@ import pytest
 
 from services.intake.adapters.base import Inbound
 from services.intake.batcher import GroupCommitter
-from services.intake.domain import PRODUCER, EventIds, StoredEvent, to_stored
-from services.intake.store import accept
+from services.intake.domain import EventIds, StoredEvent, to_stored
+from services.intake.store import LOG, accept
 from shared.events import AuthorRole, Channel, MessageEvent, MessageKind
 from shared.topics import MESSAGES
 from tests.helpers import uid
@@ -108,33 +107,46 @@ async def test_repeated_key_in_one_submission(pool, committers):
     await committer.close()
 
 
-@contextlib.asynccontextmanager
-async def no_relay(pool: asyncpg.Pool) -> AsyncIterator[None]:
-    """Hold the intake relay's lock, so that no relay publishes (and removes) outbox rows."""
-    lock = zlib.crc32(f"outbox:{PRODUCER}".encode()) & 0x7FFFFFFF
-    async with pool.acquire() as holder:
-        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", lock), "a relay runs"
-        try:
-            yield
-        finally:
-            await holder.execute("SELECT pg_advisory_unlock($1)", lock)
+async def logged(pool: asyncpg.Pool, source_event_ids: list[str]) -> list[asyncpg.Record]:
+    """What intake's relay publishes of these events, in the order it publishes them: the
+    rows its log source (``store.LOG``) fetches from just before the first of them."""
+    first = await pool.fetchrow(
+        "SELECT xid::text AS xid, seq FROM intake_events WHERE source = 'generic'"
+        " AND source_event_id = ANY($1::text[]) ORDER BY intake_events.xid, seq LIMIT 1",
+        source_event_ids,
+    )
+    assert first is not None
+    source = copy.copy(LOG)
+    source._xid, source._seq = first["xid"], first["seq"] - 1
+    async with pool.acquire() as conn:
+        rows = await source.fetch(conn, 10_000)
+    ours = set(await _message_ids(pool, source_event_ids))
+    return [r for r in rows if r["correlation_id"] in ours]
 
 
-async def test_outbox_gets_the_stored_bytes_in_arrival_order(pool, committers):
+async def _message_ids(pool: asyncpg.Pool, source_event_ids: list[str]) -> list[str]:
+    return [
+        r["message_id"]
+        for r in await pool.fetch(
+            "SELECT message_id FROM intake_events WHERE source = 'generic'"
+            " AND source_event_id = ANY($1::text[])",
+            source_event_ids,
+        )
+    ]
+
+
+async def test_the_log_publishes_the_stored_events_in_arrival_order(pool, committers):
     run = uid("gcord")
     events = [event(f"{run}-{i}", conv=f"{run}-conv") for i in range(50)]
-    async with no_relay(pool):
-        committer = new(committers, pool, max_batch=500, max_wait=0.005)
-        await asyncio.gather(*(committer.submit([e]) for e in events))
-        await committer.close()
-        rows = await pool.fetch(
-            "SELECT producer, topic, payload, correlation_id FROM outbox"
-            " WHERE key = $1 ORDER BY id",
-            f"{run}-conv",
-        )
-    assert [bytes(r["payload"]) for r in rows] == [e.payload for e in events]
+    committer = new(committers, pool, max_batch=500, max_wait=0.005)
+    await asyncio.gather(*(committer.submit([e]) for e in events))
+    await committer.close()
+    rows = await logged(pool, [e.source_event_id for e in events])
     assert [r["correlation_id"] for r in rows] == [e.message_id for e in events]
-    assert {(r["producer"], r["topic"]) for r in rows} == {(PRODUCER, MESSAGES.name)}
+    assert [MessageEvent.model_validate_json(r["payload"]) for r in rows] == [
+        MessageEvent.model_validate_json(e.payload) for e in events
+    ]
+    assert {(r["topic"], r["key"]) for r in rows} == {(MESSAGES.name, f"{run}-conv")}
     e = events[7]
     stored = await pool.fetchrow(
         "SELECT message_id, ticket_id, kind, received_at, event FROM intake_events"
@@ -149,19 +161,18 @@ async def test_outbox_gets_the_stored_bytes_in_arrival_order(pool, committers):
     )
 
 
-async def test_a_duplicate_adds_no_outbox_row(pool, committers):
+async def test_a_duplicate_adds_nothing_to_publish(pool, committers):
     run = uid("gcdupbox")
     first = event(f"{run}-1")
     again = event(f"{run}-1", text="changed")  # the same key with another body
-    async with no_relay(pool):
-        committer = new(committers, pool, max_wait=0.001)
-        assert await committer.submit([first]) == [True]
-        assert await committer.submit([again]) == [False]
-        await committer.close()
-        queued = await pool.fetch(
-            "SELECT payload FROM outbox WHERE correlation_id = $1", first.message_id
-        )
-    assert [bytes(r["payload"]) for r in queued] == [first.payload]
+    committer = new(committers, pool, max_wait=0.001)
+    assert await committer.submit([first]) == [True]
+    assert await committer.submit([again]) == [False]
+    await committer.close()
+    rows = await logged(pool, [first.source_event_id])
+    assert [MessageEvent.model_validate_json(r["payload"]) for r in rows] == [
+        MessageEvent.model_validate_json(first.payload)
+    ]
     kept = await pool.fetchval(
         "SELECT event->>'text' FROM intake_events WHERE source = 'generic'"
         " AND source_event_id = $1",

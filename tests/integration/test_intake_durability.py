@@ -103,12 +103,14 @@ async def test_broker_restart_mid_load_loses_and_doubles_nothing(
                 await asyncio.gather(*(one() for _ in range(8)))
 
     async def in_outbox(message_ids: list[str]) -> set[str]:
+        """The events not yet published: above the relay's cursor in intake's log."""
         rows = await pool.fetch(
-            "SELECT correlation_id FROM outbox WHERE producer = 'intake'"
-            " AND correlation_id = ANY($1::text[])",
+            "SELECT e.message_id FROM intake_events e, outbox_log_cursor c"
+            " WHERE c.producer = 'intake' AND (e.xid, e.seq) > (c.xid, c.seq)"
+            " AND e.message_id = ANY($1::text[])",
             message_ids,
         )
-        return {r["correlation_id"] for r in rows}
+        return {r["message_id"] for r in rows}
 
     try:
         async with serving(app) as url:

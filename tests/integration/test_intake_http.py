@@ -21,7 +21,17 @@ from services.intake.adapters.zendesk import zendesk_signature
 from services.intake.settings import DEV_SECRET, DEV_VERIFY_TOKEN, IntakeSettings
 from shared.kafka import ensure_topics
 from shared.localstack import Broker, free_port
-from tests.helpers import FIXTURES, TopicReader, generic_body, serving, signed, uid, wait_ready
+from shared.outbox_log import LogSource
+from tests.helpers import (
+    FIXTURES,
+    Sink,
+    TopicReader,
+    generic_body,
+    serving,
+    signed,
+    uid,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -270,37 +280,51 @@ async def test_429_when_outbox_backlog_passes_its_bound(service_env, own_dsn, mo
         broker.stop()
 
 
-async def test_load_probe_counts_only_when_the_id_span_reaches_the_bound(pool):
-    """The probe takes the span of the producer's outbox ids as its backlog (an upper
-    bound) and counts the rows only once that span reaches the bound: another producer's
-    rows between its own widen the span without refusing anything."""
+async def test_load_probe_counts_only_when_the_seq_bound_reaches_the_limit(pool):
+    """The probe takes the seq values handed out above the highest one published as the
+    backlog (an upper bound) and counts the rows above the relay's cursor only once that
+    bound reaches the limit: values drawn by inserts that stored nothing (a duplicate's
+    ``ON CONFLICT DO NOTHING``) widen the bound without refusing anything."""
     from services.intake.backpressure import Limits, LoadGuard
 
-    me, other = uid("probe"), uid("other")
+    sink = Sink("log")
+    me = uid("probe")
+    source = await sink.source(pool, me)
+    assert isinstance(source, LogSource)
+    table = sink.tables[me]
+    await pool.execute(f"CREATE UNIQUE INDEX ON {table} (correlation_id)")
 
-    async def add(producer: str, n: int) -> None:
+    async def add(ids: list[str]) -> None:
         await pool.execute(
-            "INSERT INTO outbox (producer, topic, payload)"
-            " SELECT $1, 'x', '\\x00'::bytea FROM generate_series(1, $2)",
-            producer,
-            n,
+            f"INSERT INTO {table} (topic, payload, correlation_id)"
+            " SELECT 'x', '\\x00'::bytea, i FROM unnest($1::text[]) i ON CONFLICT DO NOTHING",
+            ids,
         )
 
-    try:
-        await add(me, 1)
-        await add(other, 3)
-        await add(me, 1)  # intake's ids span 5, its backlog is 2
-        guard = LoadGuard(me, Limits(max_backlog=4, max_latency=60))
-        await guard.probe(pool)
-        assert (guard.backlog, guard.reason) == (2, None)
-        await add(me, 2)
-        await guard.probe(pool)
-        assert guard.backlog == 4 and guard.reason is not None and "backlog" in guard.reason
-        wide = LoadGuard(me, Limits(max_backlog=10, max_latency=60))
-        await wide.probe(pool)
-        assert (wide.backlog, wide.reason) == (7, None)  # the span, below the bound
-    finally:
-        await pool.execute("DELETE FROM outbox WHERE producer = ANY($1::text[])", [me, other])
+    for one in ("a", "b", "c"):  # seq 1, 2, 3: a transaction each
+        await add([one])
+    await add(["d", "e", "f"])  # seq 4-6
+    guard = LoadGuard(source, Limits(max_backlog=10, max_latency=60))
+    await guard.probe(pool)
+    assert (guard.backlog, guard.reason) == (6, None)  # the bound, below the limit
+    await add(["d", "e", "f"])  # seq 7-9 drawn, nothing stored
+    await add(["d", "e", "f"])  # seq 10-12
+    await guard.probe(pool)
+    assert (guard.backlog, guard.reason) == (6, None)  # the bound reached 12: counted
+    tight = LoadGuard(source, Limits(max_backlog=4, max_latency=60))
+    await tight.probe(pool)
+    assert tight.backlog == 4 and tight.reason is not None and "backlog" in tight.reason
+    # The relay published up to c: three rows are left (the bound, 12 - 3, is above 4).
+    c = await pool.fetchrow(f"SELECT xid::text AS xid, seq FROM {table} WHERE seq = 3")
+    await pool.execute(
+        "INSERT INTO outbox_log_cursor (producer, xid, seq, max_seq)"
+        " VALUES ($1, $2::text::xid8, $3, $3)",
+        me,
+        c["xid"],
+        c["seq"],
+    )
+    await tight.probe(pool)
+    assert (tight.backlog, tight.reason) == (3, None)
 
 
 async def test_429_when_database_latency_passes_its_bound(service_env):

@@ -5,16 +5,26 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaMessage
 
+from shared import metrics
+from shared.events import dump
 from shared.kafka import RelayProducer, make_broker
 from shared.localstack import Broker, free_port
-from shared.outbox import OutboxRelay, OutboxRow, backlog, enqueue
+from shared.outbox import OutboxRelay, OutboxRow, enqueue
 from shared.topics import SLA
-from tests.helpers import OutboxNotifications, TopicReader, relay_declared, sla_row, uid
+from tests.helpers import (
+    OutboxNotifications,
+    Sink,
+    TopicReader,
+    relay_declared,
+    sla_row,
+    uid,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,30 +37,26 @@ async def _run_relay(relay: OutboxRelay) -> asyncio.Task[None]:
     return asyncio.create_task(relay.run())
 
 
-async def test_relay_publishes_in_order_and_empties_the_outbox(infra, pool):
+async def test_relay_publishes_in_order_and_empties_the_outbox(infra, pool, sink):
     producer = uid("producer")
     ticket = uid("tkt")
-    async with pool.acquire() as conn, conn.transaction():
-        await enqueue(conn, producer, _events(ticket, 50))
     out = RelayProducer(infra.bootstrap, "test")
-    relay = OutboxRelay(infra.dsn, producer, out.publish_batch, batch_size=20)
+    relay = await sink.relay(pool, infra.dsn, producer, out.publish_batch, batch_size=20)
+    async with pool.acquire() as conn, conn.transaction():
+        await sink.write(conn, producer, _events(ticket, 50))
     task = await _run_relay(relay)
     try:
         async with TopicReader(infra.bootstrap, SLA.name) as reader:
             got = await reader.wait_for(lambda e: e["ticket_id"] == ticket, count=50)
         assert [e["correlation_id"] for e in got] == [f"{ticket}-{i}" for i in range(50)]
-        for _ in range(50):
-            if await backlog(pool, producer) == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert await backlog(pool, producer) == 0
+        await sink.published(pool, producer, timeout=5)
     finally:
         relay.stop()
         await task
         await out.stop()
 
 
-async def test_relayed_records_read_as_faststream_messages(infra, pool):
+async def test_relayed_records_read_as_faststream_messages(infra, pool, sink):
     """The relay's plain producer writes the headers FastStream subscribers read: the
     correlation id and the JSON content type (the body decodes as the event)."""
     producer, ticket = uid("producer"), uid("tkt")
@@ -67,11 +73,11 @@ async def test_relayed_records_read_as_faststream_messages(infra, pool):
 
     await broker.start()
     out = RelayProducer(infra.bootstrap, "test")
-    relay = OutboxRelay(infra.dsn, producer, out.publish_batch)
+    relay = await sink.relay(pool, infra.dsn, producer, out.publish_batch)
     task = await _run_relay(relay)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, producer, _events(ticket, 3))
+            await sink.write(conn, producer, _events(ticket, 3))
         await asyncio.wait_for(done.wait(), 60)
         assert [cid for cid, _ in seen] == [f"{ticket}-{i}" for i in range(3)]
         assert all(body["kind"] == "started" for _, body in seen)
@@ -82,20 +88,128 @@ async def test_relayed_records_read_as_faststream_messages(infra, pool):
         await broker.stop()
 
 
-async def test_rolled_back_transaction_publishes_nothing(infra, pool):
+async def test_rolled_back_transaction_publishes_nothing(infra, pool, sink):
     producer = uid("producer")
+    await sink.source(pool, producer)
 
     class Boom(Exception):
         pass
 
     async def write_then_fail() -> None:
         async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, producer, _events(uid("tkt"), 3))
+            await sink.write(conn, producer, _events(uid("tkt"), 3))
             raise Boom
 
     with pytest.raises(Boom):
         await write_then_fail()
-    assert await backlog(pool, producer) == 0
+    assert await sink.backlog(pool, producer) == 0
+
+
+async def test_a_crash_between_the_acks_and_their_record_publishes_the_batch_again(
+    infra, pool, sink
+):
+    """The relay loses its database connection after the broker acknowledged a batch and
+    before it recorded that (the outbox move, the log's cursor): the next leader publishes
+    the batch again (at least once), and everything after it once."""
+    producer, ticket = uid("producer"), uid("tkt")
+    out = RelayProducer(infra.bootstrap, "test")
+    relay = await sink.relay(pool, infra.dsn, producer, out.publish_batch, batch_size=10)
+    source = relay._source
+    recorded = source.published
+    crashes: list[int] = []
+
+    async def crash_once(conn: Any, rows: Any, acks: Any) -> None:
+        if not crashes:
+            crashes.append(len(rows))
+            raise ConnectionResetError("the relay's connection died after the acks")
+        await recorded(conn, rows, acks)
+
+    source.published = crash_once  # type: ignore[method-assign]
+    async with pool.acquire() as conn, conn.transaction():
+        await sink.write(conn, producer, _events(ticket, 25))
+    task = await _run_relay(relay)
+    try:
+        async with TopicReader(infra.bootstrap, SLA.name) as reader:
+            got = await reader.wait_for(lambda e: e["ticket_id"] == ticket, count=35, timeout=60)
+        ids = [e["correlation_id"] for e in got]
+        first = [f"{ticket}-{i}" for i in range(10)]
+        assert crashes == [10]
+        assert ids == first + first + [f"{ticket}-{i}" for i in range(10, 25)]
+        await sink.published(pool, producer, timeout=5)
+    finally:
+        relay.stop()
+        await task
+        await out.stop()
+
+
+async def test_a_log_is_published_in_the_order_of_its_transaction_ids(infra, pool):
+    """Rows go out in (xid, seq) order with xid compared as a number: here transactions 10
+    (the first seq) and 9, long ended (written with those ids): 9's row first, as text or
+    seq order would not have it."""
+    sink = Sink("log")
+    producer, ticket = uid("producer"), uid("tkt")
+    out = RelayProducer(infra.bootstrap, "test")
+    relay = await sink.relay(pool, infra.dsn, producer, out.publish_batch)
+    rows = [(10, sla_row(ticket, 1)), (9, sla_row(ticket, 0)), (10, sla_row(ticket, 2))]
+    for xid, row in rows:
+        await pool.execute(
+            f"INSERT INTO {sink.tables[producer]} (xid, topic, key, payload, correlation_id)"
+            " VALUES ($1::text::xid8, $2, $3, $4, $5)",
+            str(xid),
+            row.topic.name,
+            row.key,
+            dump(row.event),
+            row.event.correlation_id,
+        )
+    task = await _run_relay(relay)
+    try:
+        async with TopicReader(infra.bootstrap, SLA.name) as reader:
+            got = await reader.wait_for(lambda e: e["ticket_id"] == ticket, count=3)
+        assert [e["correlation_id"] for e in got] == [f"{ticket}-{i}" for i in range(3)]
+    finally:
+        relay.stop()
+        await task
+        await out.stop()
+
+
+async def test_a_log_row_behind_a_running_transaction_waits_for_it(infra, pool):
+    """A log table's rows are published in (xid, seq) order and only once every older
+    transaction has ended: a transaction that wrote first and commits last still gets its
+    row out, before the row written and committed after it (a cursor past the later row
+    would have skipped it for good). Meanwhile the relay reports what holds it back."""
+    sink = Sink("log")
+    producer, ticket = uid("producer"), uid("tkt")
+    out = RelayProducer(infra.bootstrap, "test")
+    relay = await sink.relay(pool, infra.dsn, producer, out.publish_batch)
+    relay._source._held_back_warning = 0.0  # type: ignore[attr-defined]
+    held = metrics.OUTBOX_HELD_BACK.labels(producer)
+    task = await _run_relay(relay)
+    try:
+        async with TopicReader(infra.bootstrap, SLA.name) as reader:
+            async with pool.acquire() as first:
+                early = first.transaction()
+                await early.start()
+                await sink.write(first, producer, [sla_row(ticket, 0)])  # the lower xid
+                async with pool.acquire() as conn, conn.transaction():
+                    await sink.write(conn, producer, [sla_row(ticket, 1)])
+                for _ in range(300):  # the relay sees the committed row wait behind it
+                    if held._value.get() > 0:
+                        break
+                    await asyncio.sleep(0.1)
+                assert held._value.get() > 0
+                await early.commit()
+            got = await reader.wait_for(lambda e: e["ticket_id"] == ticket, count=2, timeout=30)
+            assert [e["correlation_id"] for e in got] == [f"{ticket}-0", f"{ticket}-1"]
+            assert [e["correlation_id"] for e in await reader.drain(1.0)].count(f"{ticket}-0") == 1
+        for _ in range(50):
+            if held._value.get() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert held._value.get() == 0
+    finally:
+        relay.stop()
+        await task
+        await out.stop()
 
 
 async def test_trigger_notifies_the_producers_whose_relay_wants_it(infra, pool):
@@ -178,24 +292,24 @@ async def test_polling_relay_publishes_without_notify_and_a_notified_one_is_woke
         await pool.execute("DELETE FROM outbox_wakeup WHERE producer = $1", producer)
 
 
-async def test_relay_waits_out_a_broker_outage_and_catches_up(infra, pool, tmp_path):
+async def test_relay_waits_out_a_broker_outage_and_catches_up(infra, pool, tmp_path, sink):
     """The broker is down while events are written; nothing is lost when it returns."""
     own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
     own.start()
     producer, ticket = uid("producer"), uid("tkt")
     out = RelayProducer(own.bootstrap, "test")
-    relay = OutboxRelay(infra.dsn, producer, out.publish_batch, publish_timeout=2.0)
+    relay = await sink.relay(pool, infra.dsn, producer, out.publish_batch, publish_timeout=2.0)
     task = await _run_relay(relay)
     try:
         own.stop()
         async with pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, producer, _events(ticket, 10))
+            await sink.write(conn, producer, _events(ticket, 10))
         for _ in range(100):  # the relay tries and fails while the broker is away
             if relay.last_error:
                 break
             await asyncio.sleep(0.1)
         assert relay.last_error is not None
-        assert await backlog(pool, producer) == 10
+        assert await sink.backlog(pool, producer) == 10
         own.start()  # memory storage: the topics are gone; start() creates them again
         async with TopicReader(own.bootstrap, SLA.name) as reader:
             got = await reader.wait_for(lambda e: e["ticket_id"] == ticket, count=10, timeout=60)
