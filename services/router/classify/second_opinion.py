@@ -51,9 +51,10 @@ _EN_WORD = re.compile(r"[a-z]+")
 def model_text(words: Sequence[str]) -> str:
     """The text the model reads: the classifier's words joined without spaces (so that the
     n-grams do not depend on where the cutter cut), Latin letters and digits dropped. Only
-    Chinese and mixed messages are read, and of those not the English: no English row of
-    the studied sets is a threat, so the model has nothing to go by there (pinyin and
-    abbreviations such as tousu, dy or chargeback are the rules' words). Digits are the
+    Chinese and mixed messages are read, and of those not the English: the Chinese studied
+    sets hold too little English to go by (pinyin and abbreviations such as tousu, dy or
+    chargeback are the rules' words; English messages have their own model,
+    ``WordScorer``). Digits are the
     rules' too (12315, 110, 12345, also written 幺二三幺五): read by the model, the pairs of
     12315 made a phone number in groups (我的电话 138 1234 5678) a threat."""
     text = "".join(words)
