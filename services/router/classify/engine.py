@@ -245,10 +245,9 @@ class Classifier:
         self.decisions: dict[tuple[object, ...], Any] = {}
 
     def set_cache_size(self, size: int) -> None:
-        """Bound this classifier's caches (0 turns them off, to measure cold decisions)."""
+        """Bound the cache of analyses per text (0 turns it off, to measure cold decisions)."""
         self._cache_max = size
         self._cache.clear()
-        self.tokenizer.set_cache_size(size)
 
     def _term_words(self, term: str) -> tuple[str, ...]:
         norm = self.tokenizer.normalise(term.rstrip("*"))

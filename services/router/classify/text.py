@@ -6,13 +6,12 @@ dictionary, the domain user dictionary beside this file (``userdict.txt``) and e
 of the loaded rules, so that a domain word such as 退款 or 12315 comes out as one token.
 Order numbers (long digit runs, with or without a short letter prefix) and phone-like
 numbers are removed before tokenising and reported as a flag: they carry no meaning for
-routing and would only blow up the cache.
+routing and would only blow up the classifier's cache.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
 from collections.abc import Callable, Iterable
 from itertools import filterfalse
@@ -35,7 +34,6 @@ _LATIN = re.compile(r"[a-z]")
 _FOUR_LATIN = re.compile(r"[a-z](?:[^a-z]*[a-z]){3}")
 # Tokens of pure-ASCII text: words (with digits) or single non-space symbols.
 _ASCII_TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
-_CACHE_MAX = 50_000
 # Numbers written other ways (docs/routing-rules.md, "numbers"): a run of three or more
 # Chinese digits as a phone number is read aloud (幺二三幺五, 一二三一五, 幺幺零) and short
 # digit groups spaced out (12 3 15, 1 1 0) are read as the number they spell, so that the
@@ -179,10 +177,12 @@ def language_of(stripped: str) -> str:
 
 
 class Tokenizer:
-    """rjieba for Chinese (and mixed) text, a regex for pure ASCII text, with a bounded cache.
+    """rjieba for Chinese (and mixed) text, a regex for pure ASCII text.
 
-    The cache is keyed by the normalised text (order numbers already removed), so the many
-    repeated openers and templated questions of a chat channel are cut once.
+    No cache of its own: the classifier keeps its analysis per prepared text (order numbers
+    already removed), cut included, so the many repeated openers and templated questions of
+    a chat channel are cut once; a second cache keyed by nearly the same text only cost a
+    look-up, a lock and an insertion on every new text.
     """
 
     def __init__(self, extra_words: Iterable[str] = ()) -> None:
@@ -198,19 +198,10 @@ class Tokenizer:
         for word in extra_words:
             if _HAN.search(word) or not word.isascii():
                 self._jieba.add_word(word, None, None)  # jieba's add_word: suggested freq
-        self._cache: dict[str, tuple[str, ...]] = {}
-        self._cache_max = _CACHE_MAX
-        self._lock = threading.Lock()
 
     def is_word(self, word: str) -> bool:
         """Whether the cutter's dictionary knows the word (jieba's, the domain's, the rules')."""
         return bool(self._jieba.has_word(word))
-
-    def set_cache_size(self, size: int) -> None:
-        """Bound the tokenisation cache (0 turns it off, e.g. to measure cold cutting)."""
-        with self._lock:
-            self._cache_max = size
-            self._cache.clear()
 
     @staticmethod
     def normalise(text: str) -> str:
@@ -233,22 +224,12 @@ class Tokenizer:
 
     def words(self, normalised: str) -> tuple[str, ...]:
         """Tokens of an already normalised text, whitespace dropped."""
-        hit = self._cache.get(normalised)
-        if hit is not None:
-            return hit
         if normalised.isascii():
-            out = tuple(_ASCII_TOKEN.findall(normalised))
-        else:
-            cut = self._jieba.cut(normalised, False)
-            # whitespace is a token of the cut: dropped (filtered only when the text has
-            # any, and in C: ``filterfalse`` calls ``str.isspace`` on each word)
-            out = tuple(filterfalse(str.isspace, cut) if " " in normalised else cut)
-        if self._cache_max:
-            with self._lock:
-                if len(self._cache) >= self._cache_max:
-                    self._cache.clear()
-                self._cache[normalised] = out
-        return out
+            return tuple(_ASCII_TOKEN.findall(normalised))
+        cut = self._jieba.cut(normalised, False)
+        # whitespace is a token of the cut: dropped (filtered only when the text has any, and
+        # in C: ``filterfalse`` calls ``str.isspace`` on each word)
+        return tuple(filterfalse(str.isspace, cut) if " " in normalised else cut)
 
     def prepare(self, text: str) -> tuple[str, bool]:
         """Normalised text (numbers read as digits) without order numbers, and whether it
@@ -269,7 +250,3 @@ class Tokenizer:
         caller searched): then its language is zh without searching again."""
         language = language_of(stripped) if latin else "zh"
         return Tokens(self.words(stripped), stripped.count("!"), has_order_number, language)
-
-    def clear_cache(self) -> None:
-        with self._lock:
-            self._cache.clear()
