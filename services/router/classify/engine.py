@@ -46,9 +46,12 @@ from shared.events import Category
 
 _NUMERAL = frozenset("0123456789一二两三四五六七八九十几第百千")
 # A Latin letter right next to a Chinese character: where half-pinyin words (发huo) can be.
-# Written with the letter first (a leading character class: the search skips to Latin
-# letters instead of trying both alternatives at every character).
-_TOUCH = re.compile(r"[a-z](?:(?<=[\u3400-\u9fff][a-z])|(?=[\u3400-\u9fff]))")
+# Written with the Chinese character first (a leading character class: the search skips to
+# Chinese characters instead of trying both alternatives at every character). Only texts
+# with both reach it, most of them English with a Chinese greeting around: a few Chinese
+# characters to try instead of every letter (0.5 us against 1.7 us on the framed benchmark
+# texts that reach it).
+_TOUCH = re.compile(r"[\u3400-\u9fff](?:(?<=[a-z][\u3400-\u9fff])|(?=[a-z]))")
 _LATIN = re.compile(r"[a-z]")
 _LATIN_WORD = re.compile(r"[a-z]+")
 # A denial by a ``negation.firm`` word: it denies threats and safety reports (not going to
