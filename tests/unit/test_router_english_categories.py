@@ -67,3 +67,39 @@ def test_english_messages_get_their_category_priority_and_tier(
 def test_a_valuable_order_shown_delivered_but_not_there_is_urgent() -> None:
     dec = decide(DecisionInput("It says delivered yet it isn't here", order_amount=Decimal(5000)))
     assert dec.priority is Priority.urgent and dec.tier is Tier.L1, dec.reasons
+
+
+# The fourth English round (docs/routing-rules.md, "English categories by families"): a
+# question about the product itself, a shipping question before an order, a product that
+# will not do its job, spoiled food; each with a look-alike the family must not take.
+OTHER, R = Category.other, Category.order_status
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "tier"),
+    [
+        # a question word + what the product is, holds or takes: pre-sale, for the bot
+        ("Are the hiking socks waterproof or just water resistant?", P, B),
+        ("which flavours of the protein bar are vegan", P, B),
+        ("Does the face cream contain any fragrance?", P, B),
+        ("What batteries does the kids' torch take?", P, B),
+        # ... look-alike: "made" in a purchase one made is not what it is made of
+        ("the last purchase I made, can I cancel it?", R, L),
+        # shipping to a place, or asked of the shop: a question before buying
+        ("shipping to Reykjavik?", P, B),
+        ("Do you deliver on Sundays to rural areas?", P, B),
+        # ... look-alike: one's own delivery arriving is a shipping question
+        ("how long until my delivery gets to me", Category.logistics, L),
+        # a product that will not do its job
+        ("The food flask lid won't seal, soup everywhere", Q, L),
+        ("my new electric toothbrush wont switch on", Q, L),
+        ("Speaker refuses to pair with my phone after the update", Q, L),
+        # ... look-alike: the shop's site or an account is not a product fault
+        ("I cannot open my account page, it keeps spinning", OTHER, B),
+        # spoiled food, not eaten
+        ("The bread in my grocery box was mouldy, can you replace it?", Q, L),
+    ],
+)
+def test_english_families_of_the_fourth_round(text: str, category: Category, tier: Tier) -> None:
+    dec = decide(DecisionInput(text))
+    assert (dec.category, dec.tier) == (category, tier), dec.reasons
