@@ -118,7 +118,7 @@ def decide(inp: DecisionInput, classifier: Classifier | None = None) -> Decision
     classification's outcome and the context, which repeat even when texts do not, so it
     is kept per outcome (``Classifier.decisions``) and only its lists are copied."""
     clf = classifier or default_classifier()
-    ctx = clf.rules.context
+    per_anger, reopen_min, vip_min, amount_min = clf.bounds
     c = clf.classify(inp.text, inp.order_status)
     amount = inp.order_amount
     key = (
@@ -126,11 +126,11 @@ def decide(inp: DecisionInput, classifier: Classifier | None = None) -> Decision
         c.category_terms[:3],
         tuple([(h.name, h.term) for h in c.signals]) if c.signals else (),
         c.anger,
-        c.exclamations >= ctx.exclamations_per_anger,
+        c.exclamations >= per_anger,
         c.tokens.language,
-        inp.reopen_count if inp.reopen_count >= ctx.reopen_important else 0,
-        inp.vip_level if inp.vip_level >= ctx.vip_level_raises else 0,
-        str(amount) if amount is not None and amount >= ctx.order_amount_raises else "",
+        inp.reopen_count if inp.reopen_count >= reopen_min else 0,
+        inp.vip_level if inp.vip_level >= vip_min else 0,
+        str(amount) if amount is not None and amount >= amount_min else "",
         inp.escalated,
         c.second_opinion.evidence if c.second_opinion is not None else None,
     )

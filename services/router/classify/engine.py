@@ -218,7 +218,18 @@ class Classifier:
         # Every word that can stand before a denied word (a denial or a filler word): a rule
         # word after any other word is not denied, told without calling ``_denied``.
         self._deniable = self._neg | self._firm | self._neg_skip
-        self._question = rules.context.question_category
+        ctx = rules.context
+        self._question = ctx.question_category
+        # Read on every message as plain values: an attribute of a pydantic model goes
+        # through its ``__getattr__`` hook, several times dearer. ``bounds`` are decide()'s:
+        # exclamations per step of anger, reopen count, VIP level and order value that count.
+        self._per_anger = ctx.exclamations_per_anger
+        self.bounds = (
+            ctx.exclamations_per_anger,
+            ctx.reopen_important,
+            ctx.vip_level_raises,
+            ctx.order_amount_raises,
+        )
         self._rank = {c: i for i, c in enumerate(rules.tie_order)}
         self._categories = {c.value: c for c in Category}
         # Only these order statuses change a classification (signals gated on a status).
@@ -571,7 +582,7 @@ class Classifier:
         cat_terms: dict[Category, list[str]] = {}
         signals: list[RiskHit] = []
         seen_signals: set[str] = set()
-        anger = toks.exclamations // rules.context.exclamations_per_anger
+        anger = toks.exclamations // self._per_anger
         anger_f = float(anger)
         categories = self._categories
         for h, denied in found:
