@@ -72,7 +72,7 @@ def test_a_valuable_order_shown_delivered_but_not_there_is_urgent() -> None:
 # The fourth English round (docs/routing-rules.md, "English categories by families"): a
 # question about the product itself, a shipping question before an order, a product that
 # will not do its job, spoiled food; each with a look-alike the family must not take.
-OTHER, R = Category.other, Category.order_status
+OTHER, R, C, L2 = Category.other, Category.order_status, Category.complaint, Tier.L2
 
 
 @pytest.mark.parametrize(
@@ -101,5 +101,27 @@ OTHER, R = Category.other, Category.order_status
     ],
 )
 def test_english_families_of_the_fourth_round(text: str, category: Category, tier: Tier) -> None:
+    dec = decide(DecisionInput(text))
+    assert (dec.category, dec.tier) == (category, tier), dec.reasons
+
+
+@pytest.mark.parametrize(
+    ("text", "category", "tier"),
+    [
+        # the shop's staff treated the customer badly: a complaint, second line
+        ("The delivery driver was so rude to my mum when she opened the door", C, L2),
+        ("your support agent just laughed when I asked about my parcel", C, L2),
+        ("I rang twice and the rep hung up on me both times", C, L2),
+        # ... look-alike: staff praised
+        ("your support agent was lovely, thanks for sorting my parcel", Category.logistics, L),
+        # a receipt named is an invoice request, even for an order
+        ("Can you email me a receipt for my order please?", Category.invoice, L),
+        # a return label asked for is a return, even with an order number
+        ("Still no return label for order 55123019, can you resend it", Category.return_refund, L),
+    ],
+)
+def test_english_staff_receipts_and_return_labels(
+    text: str, category: Category, tier: Tier
+) -> None:
     dec = decide(DecisionInput(text))
     assert (dec.category, dec.tier) == (category, tier), dec.reasons
