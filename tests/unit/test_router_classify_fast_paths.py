@@ -90,19 +90,24 @@ def _scorers() -> list[Scorer]:
 
 def test_the_upper_bound_is_never_below_the_score_and_tells_most_messages() -> None:
     """The second opinion skips scoring a message whose bound stays below the threshold:
-    the bound is never below the exact score, so the answer is the exact one."""
+    the bound is never below the exact score, so the answer is the exact one. The second,
+    closer bound (``paired``: the pair actually at each boundary) is never below it either,
+    and tells some of the messages the first does not."""
     clf = Classifier(load_rules(DEFAULT_RULES_FILE))
-    below = 0
+    below = paired_below = 0
     rows = load_rows(STUDIED_FILES)
     for scorer in _scorers():
+        cut = math.log(scorer.model.threshold / (1 - scorer.model.threshold))
         for row in rows:
             words = clf.classify(row.text).tokens.words
             exact = scorer.logit(model_text(words))
             assert scorer.upper(words) >= exact
+            assert scorer.upper(words) + 1e-9 >= scorer.paired(words) >= exact - 1e-9
             assert scorer.read(words) == scorer(model_text(words))
-            p = scorer.model.threshold
-            below += scorer.upper(words) < math.log(p / (1 - p))
+            below += scorer.upper(words) < cut
+            paired_below += scorer.upper(words) >= cut > scorer.paired(words)
     assert below > len(rows) // 4  # the bound tells a good part of them
+    assert paired_below > 0
 
 
 @given(st.lists(st.text(alphabet="我要投诉了ab12，报警曝光", max_size=4), max_size=8))
@@ -110,4 +115,5 @@ def test_any_words_are_bounded_and_read_as_their_joined_text(words: list[str]) -
     for scorer in _scorers():
         exact = scorer.logit(model_text(words))
         assert scorer.upper(words) >= exact
+        assert scorer.upper(words) + 1e-9 >= scorer.paired(words) >= exact - 1e-9
         assert scorer.read(words) == scorer(model_text(words))

@@ -121,9 +121,10 @@ class ThreatModel:
 
 
 # Per distinct word of the cut: the model's n-grams inside it (those of its vocabulary; the
-# others weigh nothing), its first and last character, Latin letters and digits dropped, and
-# the most it can add to a message's log-odds (its room, see ``Scorer.read``).
-_WordGrams = tuple[frozenset[str], str, str, float]
+# others weigh nothing), its first and last character, Latin letters and digits dropped, the
+# most it can add to a message's log-odds (its room, see ``Scorer.read``) and the sum of its
+# positive n-grams alone (its lift: the room without the pair across its end).
+_WordGrams = tuple[frozenset[str], str, str, float, float]
 # How far below the threshold a message's room must leave it to be told without scoring:
 # far more than the rounding of a plain sum of a few dozen rooms (about 1e-14), so the
 # answer is the exact score's, only sooner.
@@ -136,7 +137,7 @@ class Scorer:
     not, so a new message costs a look-up per word and one character pair per word
     boundary, not a slice per character)."""
 
-    __slots__ = ("_bounded", "_cut", "_get", "_pair_room", "_rooms", "_words", "model")
+    __slots__ = ("_bounded", "_cut", "_get", "_pair_room", "_pairs", "_rooms", "_words", "model")
 
     def __init__(self, model: ThreatModel) -> None:
         self.model = model
@@ -156,6 +157,8 @@ class Scorer:
         for g, w in model.weights.items():
             if len(g) == 2 and w > self._pair_room.get(g[0], 0.0):
                 self._pair_room[g[0]] = w
+        # The pairs that weigh for a threat, with their weights (for ``paired``).
+        self._pairs = {g: w for g, w in model.weights.items() if len(g) == 2 and w > 0}
 
     def logit(self, text: str) -> float:
         """The model's log-odds for ``text``: the bias plus the weight of each distinct
@@ -180,7 +183,7 @@ class Scorer:
         weights = self.model.weights
         last = ""
         for w in words:
-            inner, first, end, _ = known[w]
+            inner, first, end, _, _ = known[w]
             if first:
                 out.update(inner)
                 if last and (pair := last + first) in weights:
@@ -194,10 +197,9 @@ class Scorer:
         inner = frozenset(g for g in ngrams(clean) if g in weights)
         # The most the word adds: its positive n-grams, and the strongest pair that can
         # begin at its last character (the pair across its end, if another word follows).
-        room = math.fsum(w for g in inner if (w := weights[g]) > 0)
-        if clean:
-            room += self._pair_room.get(clean[-1], 0.0)
-        return (inner, clean[:1], clean[-1:], room)
+        lift = math.fsum(w for g in inner if (w := weights[g]) > 0)
+        room = lift + self._pair_room.get(clean[-1], 0.0) if clean else lift
+        return (inner, clean[:1], clean[-1:], room, lift)
 
     def read(self, words: Sequence[str]) -> SecondOpinion | None:
         """The second opinion on a message (its classifier's words) when the model reads a
@@ -208,9 +210,13 @@ class Scorer:
         Most messages cannot reach the threshold: even if every positive n-gram of every
         word and the strongest pair at every word boundary counted (a word that comes twice
         counted twice), the bias plus those stays below it. That sum is one look-up per word
-        in C; a message that passes it has its n-grams gathered and summed plainly, and only
-        one that may reach the threshold is summed exactly."""
+        in C; of the messages it does not tell, most are told by the same with the pair
+        actually at each boundary (``paired``, a loop in Python, with no set built); a
+        message that passes both has its n-grams gathered and summed plainly, and only one
+        that may reach the threshold is summed exactly."""
         if self.upper(words) < self._cut - _MARGIN:
+            return None
+        if self._bounded and self.paired(words) < self._cut - _MARGIN:
             return None
         grams = self.grams(words)
         # A plain sum first (in C, far cheaper than fsum): its rounding is far below the
@@ -228,6 +234,24 @@ class Scorer:
         if not self._bounded:
             return math.inf
         return self.model.bias + sum(map(self._rooms.__getitem__, words))
+
+    def paired(self, words: Sequence[str]) -> float:
+        """At least the model's log-odds for ``words`` (a model of the shipped lengths),
+        closer than ``upper``: the bias, each word's lift (its positive n-grams) and, at
+        each boundary between words that are read, the pair there when it weighs for a
+        threat (``upper`` adds the strongest pair that could begin there)."""
+        total = self.model.bias
+        known = self._words
+        pairs = self._pairs
+        last = ""
+        for w in words:
+            _, first, end, _, lift = known[w]
+            if first:
+                total += lift
+                if last:
+                    total += pairs.get(last + first, 0.0)
+                last = end
+        return total
 
     def __call__(self, text: str) -> SecondOpinion | None:
         """The second opinion on a text already joined (``model_text``)."""
