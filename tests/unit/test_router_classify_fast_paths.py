@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Sequence
 from itertools import pairwise
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from services.router.classify import Classifier, load_rules
 from services.router.classify import text as text_module
 from services.router.classify.engine import _TOUCH
+from services.router.classify.rules import Hit
 from services.router.classify.second_opinion import Scorer, ThreatModel, model_text
 from services.router.classify.text import PerWord, Tokenizer, language_of
 from services.router.domain import DEFAULT_RULES_FILE
@@ -117,3 +119,47 @@ def test_any_words_are_bounded_and_read_as_their_joined_text(words: list[str]) -
         assert scorer.upper(words) >= exact
         assert scorer.upper(words) + 1e-9 >= scorer.paired(words) >= exact - 1e-9
         assert scorer.read(words) == scorer(model_text(words))
+
+
+_CLF = Classifier(load_rules(DEFAULT_RULES_FILE))
+_MATCHER = _CLF._matcher
+# Words that begin or go on in the rules' phrases (the, my, place, an, order...), a few of
+# their aliases' forms and a word that matches nothing.
+_PHRASE_WORDS = sorted(
+    {w for entries in _MATCHER._seq.values() for rest, _, _ in entries for w in rest}
+    | {w for w, entries in _MATCHER._seq.items() if any(rest for rest, _, _ in entries)}
+    | set(list(_CLF._aliases)[:40])
+    | {"xyz"}
+)
+
+
+def _scan_long(words: Sequence[str]) -> list[tuple[int, int, Hit]]:
+    """``Matcher.scan`` the long way: each match of each word (``_word``, in rule order)
+    tried against the words after it, then a category word inside a category phrase
+    dropped."""
+    alias = _MATCHER._aliases.get
+    found = []
+    for i, w in enumerate(words):
+        for rest, h in _MATCHER._word(w):
+            n = 1 + len(rest)
+            if i + n <= len(words) and tuple(alias(x, x) for x in words[i + 1 : i + n]) == rest:
+                found.append((i, n, h))
+    covered = {k for i, n, h in found if n > 1 and h.kind == "c" for k in range(i, i + n)}
+    return [(i, n, h) for i, n, h in found if n > 1 or h.kind != "c" or i not in covered]
+
+
+def test_the_rule_scan_finds_what_the_long_way_finds_in_the_studied_messages() -> None:
+    """``Matcher.scan`` picks a word's phrases by the word after it; the long way tries
+    them all."""
+    phrases = 0
+    for row in load_rows(STUDIED_FILES):
+        words = _CLF.classify(row.text).tokens.words
+        found = _MATCHER.scan(words)
+        assert found == _scan_long(words)
+        phrases += any(n > 1 for _, n, _ in found)
+    assert phrases > 0  # phrases were found, not only single words
+
+
+@given(st.lists(st.sampled_from(_PHRASE_WORDS), max_size=10))
+def test_the_rule_scan_finds_what_the_long_way_finds_in_any_words(words: list[str]) -> None:
+    assert _MATCHER.scan(words) == _scan_long(words)

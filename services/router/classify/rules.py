@@ -322,6 +322,11 @@ def _is_han(ch: str) -> bool:
 
 # A match target: (kind, name, weight); kind "c" = category, "s" = signal.
 Target = tuple[str, str, float]
+# What a word matches (``Matcher._by_next``): its one-word matches, and by the word after
+# it, those and the phrases that go on with that word, in rule order; a match is the words
+# that must follow (none for a one-word match) and its Hit.
+_Entry = tuple[tuple[str, ...], "Hit"]
+_WordMatches = tuple[tuple[_Entry, ...], dict[str, tuple[_Entry, ...]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,9 +365,22 @@ class Matcher:
             elif words:
                 self._seq.setdefault(words[0], []).append((words[1:], term, target))
         # Per distinct word (words repeat across messages even when texts do not): what it
-        # matches, in rule order, as shared Hit objects; an empty rest is a one-word match,
-        # else the words that must follow.
-        self._words: PerWord[tuple[tuple[tuple[str, ...], Hit], ...]] = PerWord(self._word)
+        # matches, in rule order, as shared Hit objects, by the word after it (``_by_next``);
+        # None for a word that begins nothing (most words: skipped in C by ``scan``).
+        self._words: PerWord[_WordMatches | None] = PerWord(self._by_next)
+
+    def _by_next(self, word: str) -> _WordMatches | None:
+        """What ``word`` matches, as ``_word`` lists it, split by the word after it: its
+        one-word matches, and for each word a phrase of it may go on with, those and the
+        phrases that go on with that word, in the same order ("the" or "my" begins many
+        phrases: a message's next word picks the few to check)."""
+        entries = self._word(word)
+        if not entries:
+            return None
+        single = tuple(e for e in entries if not e[0])
+        nexts = dict.fromkeys(rest[0] for rest, _ in entries if rest)
+        by_next = {s: tuple(e for e in entries if not e[0] or e[0][0] == s) for s in nexts}
+        return (single, by_next)
 
     def _word(self, word: str) -> tuple[tuple[tuple[str, ...], Hit], ...]:
         out: list[tuple[tuple[str, ...], Hit]] = []
@@ -392,17 +410,21 @@ class Matcher:
         # Each word's matches looked up in C; the loop runs only over words that have any.
         infos = list(map(self._words.__getitem__, words))
         for i in compress(range(len(infos)), infos):
-            second = None  # the next word, read through the aliases once
-            for rest, h in infos[i]:
+            info = infos[i]
+            if info is None:  # not taken by compress: for the type checker
+                continue
+            single, by_next = info
+            if by_next and i < last:  # the next word, read through the aliases, picks
+                second = words[i + 1]
+                entries = by_next.get(alias(second, second), single)
+            else:
+                entries = single
+            for rest, h in entries:
                 if not rest:
                     found.append((i, 1, h))
                     continue
                 if i + len(rest) > last:
                     continue
-                if second is None:
-                    second = alias(words[i + 1], words[i + 1])
-                if second != rest[0]:
-                    continue  # the next word first: "the" or "my" begins many phrases
                 nxt = words[i + 2 : i + 1 + len(rest)]
                 if tuple(map(alias, nxt, nxt)) == rest[1:]:
                     found.append((i, 1 + len(rest), h))
