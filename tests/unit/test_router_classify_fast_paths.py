@@ -163,3 +163,20 @@ def test_the_rule_scan_finds_what_the_long_way_finds_in_the_studied_messages() -
 @given(st.lists(st.sampled_from(_PHRASE_WORDS), max_size=10))
 def test_the_rule_scan_finds_what_the_long_way_finds_in_any_words(words: list[str]) -> None:
     assert _MATCHER.scan(words) == _scan_long(words)
+
+
+_SYLLABLES = [*sorted({s for head in _CLF._spaced for s in head}), "我", "了", "ok", " "]
+
+
+@given(st.lists(st.sampled_from(_SYLLABLES), min_size=1, max_size=8))
+def test_pinyin_typed_syllable_by_syllable_is_joined_as_the_long_way_joins_it(
+    parts: list[str],
+) -> None:
+    """``classify`` joins the syllables (bao jing) only when a word is a first syllable;
+    the long way joins every message that is not English. (Spaces keep the syllables off
+    the Chinese characters: no half-pinyin word to rewrite first.)"""
+    text = "我 " + " ".join(parts)
+    stripped, has_order = _CLF.tokenizer.prepare(text)
+    tokens = _CLF.tokenizer.tokens_of(stripped, has_order)
+    joined = _CLF._join_syllables(tokens.words) if tokens.language != "en" else tokens.words
+    assert _CLF.classify(text).tokens.words == joined

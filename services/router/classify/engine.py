@@ -126,6 +126,9 @@ class Classifier:
                 self._spaced[tuple(syllables)] = han
                 self._spaced_heads.add(tuple(syllables[:2]))
         self._mixed = mixed
+        # The first syllables of those: a message without one of them as a word has no pair to
+        # join (told in C, without a tuple built per pair of words).
+        self._spaced_firsts = frozenset(head[0] for head in self._spaced_heads)
         # Whether every syllable is Latin letters only (then a text without one has none).
         self._spaced_latin = all(_LATIN_WORD.fullmatch(s) for h in self._spaced for s in h)
         self._mixed_re = (
@@ -294,6 +297,7 @@ class Classifier:
             and self._spaced_heads
             and len(words) > 1
             and toks.language != "en"
+            and not self._spaced_firsts.isdisjoint(words)
             and not self._spaced_heads.isdisjoint(itertools.pairwise(words))
         ):
             toks = toks._replace(words=self._join_syllables(words))
@@ -551,7 +555,9 @@ class Classifier:
                         else:
                             denied_too.setdefault(name, word)
                     continue
-                if name in seen_terms or all(k in covered for k in range(i, i + width)):
+                if name in seen_terms or (
+                    i in covered if width == 1 else all(k in covered for k in range(i, i + width))
+                ):
                     continue  # found whole already, or inside words that matched whole
                 kind, sname, weight = target
                 if kind == "s" and self._names_a_thing(words, i, off + len(name)):
