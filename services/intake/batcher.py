@@ -30,7 +30,7 @@ from asyncpg.pool import PoolConnectionProxy
 from services.intake.domain import StoredEvent
 
 STORE = (
-    "WITH u AS ("
+    "WITH u AS MATERIALIZED ("
     " SELECT convert_from(p, 'UTF8')::jsonb AS e, n"
     " FROM unnest($1::bytea[]) WITH ORDINALITY AS u(p, n)"
     ")"
@@ -41,7 +41,9 @@ STORE = (
     " ON CONFLICT (source, source_event_id) DO NOTHING RETURNING source, source_event_id"
 )
 """One insert; the table is intake's outbox (``store.LOG``): its rows take ``seq`` in
-arrival order and the statement's transaction id."""
+arrival order and the statement's transaction id. The events are parsed once
+(``MATERIALIZED``: a CTE read once is inlined, and each column read would parse the JSON
+again)."""
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 
