@@ -223,7 +223,18 @@ class RelayProducer:
         self, partitions: Sequence[tuple[str, int]]
     ) -> Mapping[tuple[str, int], int]:
         """Log end offsets of (topic, partition)s (the relay's check that the broker kept
-        what it acknowledged), through a group-less consumer started on first use."""
+        what it acknowledged), through a group-less consumer started on first use.
+
+        A partition the broker does not have answers 0: nothing it acknowledged there is
+        left. Its topic was deleted, or came back with fewer partitions: a broker that
+        creates a topic when a client first names it gives it its default count (Tansu back
+        empty, named by a client before the topics are created again). aiokafka's
+        ``end_offsets`` waits for such a partition until the caller gives up, at every
+        check, and the relay publishes nothing while its check fails. So the partitions
+        there are come from the broker at each call (metadata of all topics, which creates
+        none), and when one is missing the producer refreshes its metadata: the re-publish
+        goes to the partitions there are."""
+        producer = await self._started()
         async with self._starting:
             if self._offsets is None:
                 self._offsets = await _start(
@@ -234,8 +245,19 @@ class RelayProducer:
                         request_timeout_ms=self._request_timeout_ms,
                     )
                 )
-        ends = await self._offsets.end_offsets([TopicPartition(t, p) for t, p in partitions])
-        return {(tp.topic, tp.partition): int(o) for tp, o in ends.items()}
+        cluster: ClusterMetadata = await producer.client.fetch_all_metadata()
+        present = [(t, p) for t, p in partitions if p in (cluster.partitions_for_topic(t) or ())]
+        missing = sorted(set(partitions) - set(present))
+        ends = await self._offsets.end_offsets([TopicPartition(t, p) for t, p in present])
+        found = {(tp.topic, tp.partition): int(o) for tp, o in ends.items()}
+        if missing:
+            log.warning(
+                "the broker does not have partitions the relay wrote: their records are lost",
+                partitions=[f"{t}/{p}" for t, p in missing],
+            )
+            await producer.client.force_metadata_update()
+            found.update(dict.fromkeys(missing, 0))
+        return found
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None

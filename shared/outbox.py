@@ -37,6 +37,7 @@ transactions whose relay gathers rows for tens of milliseconds anyway.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -55,6 +56,8 @@ log = get_logger(__name__)
 
 CHANNEL = "ticketflow_outbox"
 DEFAULT_RETENTION_SECONDS = 300.0
+ENDS_WARNING_INTERVAL = 30.0
+"""While the log-end check fails, a warning at once and then this often (seconds)."""
 
 Record = tuple[str, bytes | None, bytes, str | None]
 """(topic, key, value, correlation_id)"""
@@ -406,6 +409,8 @@ class OutboxRelay:
         self._last_check = 0.0
         self._last_purge = 0.0
         self._broker_down = False  # the last publish or log-end check failed: keep rows
+        self._ends_failing_since: float | None = None  # log-end checks failing since then
+        self._ends_warned = -math.inf
         self._cursor = 0  # the other relays' loss detections acted on (outbox_loss_cursor)
         self._cursor_pending = 0
         self._recorded: set[int] = set()  # ids of the detections this relay recorded
@@ -615,10 +620,23 @@ class OutboxRelay:
                         ends = await self._end_offsets.end_offsets(sorted(self._detector.floor))
                 except Exception as exc:  # broker away: publish nothing until it answers
                     self._broker_down = True
-                    log.debug("end offsets not available", error=repr(exc))
+                    if self._ends_failing_since is None:
+                        self._ends_failing_since = now
+                    if now - self._ends_warned >= ENDS_WARNING_INTERVAL:
+                        self._ends_warned = now
+                        log.warning(
+                            "broker log ends not available: the relay publishes nothing until"
+                            " they are",
+                            producer=self._producer,
+                            error=repr(exc),
+                            seconds=round(now - self._ends_failing_since, 1),
+                        )
+                    else:
+                        log.debug("end offsets not available", error=repr(exc))
                     return -1
                 else:
                     self._broker_down = False
+                    self._ends_failing_since, self._ends_warned = None, -math.inf
                     await self._note_lost(conn, self._detector.check(ends))
         if self._lost and not await self._republish(conn):
             return -1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 from collections import Counter
 from typing import Any
@@ -21,13 +22,14 @@ from shared import metrics
 from shared.kafka import (
     AssignmentTracker,
     RelayProducer,
+    ensure_topics,
     make_broker,
     subscriber_options,
     update_lag,
 )
 from shared.localstack import Broker, free_port
 from shared.outbox import OutboxRelay, OutboxRow
-from shared.topics import SLA
+from shared.topics import ALL_TOPICS, SLA
 from tests.helpers import (
     TopicReader,
     generic_body,
@@ -347,4 +349,57 @@ async def test_a_new_leader_with_nothing_to_publish_sees_the_loss(
             task.cancel()
             await task
         await out.stop()
+        own.stop()
+
+
+class _BackWithFewerPartitions(Broker):
+    """A broker that comes back with every topic on 2 partitions (a topic deleted and
+    created again with another count; Tansu back empty, where a client names a topic
+    before the topics are created again: it gets Tansu's default count, 4)."""
+
+    def _create_topics(self) -> None:
+        fewer = tuple(dataclasses.replace(t, partitions=2) for t in ALL_TOPICS)
+        asyncio.run(ensure_topics(self.bootstrap, fewer))  # start() runs in a worker thread
+
+
+async def test_a_broker_back_with_fewer_partitions_gets_every_event(
+    own_dsn, own_pool, tmp_path, sink
+):
+    """The broker comes back empty, and without some of the partitions the relay wrote to.
+    The relay does not wait for them (aiokafka's log-end request would, until the check
+    gives up, at every check): what it wrote there is lost, so it re-publishes the kept
+    rows to the partitions there are, then what was written meanwhile."""
+    own = Broker(port=free_port(), log_file=tmp_path / "broker.log")
+    own.start()
+    back = _BackWithFewerPartitions(port=own.port, log_file=own.log_file)
+    producer, ticket = uid("producer"), uid("tkt")
+    out = RelayProducer(own.bootstrap, "test")
+    relay = await sink.relay(
+        own_pool, own_dsn, producer, out.publish_batch, publish_timeout=3.0, loss_check_interval=0.2
+    )
+    task = asyncio.create_task(relay.run())
+
+    async def write(ids: range) -> None:
+        async with own_pool.acquire() as conn, conn.transaction():
+            # a key per event: records on every partition
+            await sink.write(conn, producer, [_event(ticket, i, f"{ticket}-{i}") for i in ids])
+
+    try:
+        await write(range(0, 40))
+        await sink.published(own_pool, producer)
+        ends = await out.end_offsets([(SLA.name, p) for p in range(SLA.partitions)])
+        assert any(ends[(SLA.name, p)] > 0 for p in range(4, SLA.partitions)), ends
+        await asyncio.to_thread(own.stop)
+        await asyncio.to_thread(back.start)
+        await write(range(40, 50))
+        expected = {f"{ticket}-{i}" for i in range(50)}
+        on_topic = await _ids_on_topic(back.bootstrap, ticket, expected)
+        assert on_topic == expected, sorted(expected - on_topic)
+        found = "SELECT count(*) FROM outbox_broker_losses WHERE detected_by = $1"
+        assert await own_pool.fetchval(found, producer) >= 1
+    finally:
+        relay.stop()
+        await task
+        await out.stop()
+        back.stop()
         own.stop()
