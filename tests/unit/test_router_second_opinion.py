@@ -5,6 +5,7 @@ what ``make train-router`` gives from the studied sets."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from decimal import Decimal
 
@@ -109,8 +110,18 @@ def test_it_only_raises(off: Classifier, threshold: float | None) -> None:
     and with one so low that it raises most messages."""
     clf = _rules(enabled=True, threshold=threshold)
     rows = load_rows((*STUDIED_FILES, "en_bitext.jsonl", "en_bitext_holdout.jsonl"))
-    inputs = [r.decision_input() for r in rows]
-    inputs += [DecisionInput(t) for t in MISSED_BY_RULES + HARD_NEGATIVES]
+    texts = MISSED_BY_RULES + HARD_NEGATIVES
+    raised = _raised_only(off, clf, [r.decision_input() for r in rows] + _inputs(texts))
+    assert raised >= (100 if threshold else len(MISSED_BY_RULES) * 4)
+
+
+def _inputs(texts: Sequence[str]) -> list[DecisionInput]:
+    return [DecisionInput(t) for t in texts]
+
+
+def _raised_only(off: Classifier, clf: Classifier, inputs: Sequence[DecisionInput]) -> int:
+    """Decide every input under several contexts without and with the model: it only
+    raises (``_assert_only_raised``); returns how many decisions it changed."""
     raised = 0
     for ctx in ({}, {"vip_level": 5}, {"order_amount": Decimal(2000)}, {"reopen_count": 2}):
         for inp in inputs:
@@ -118,7 +129,7 @@ def test_it_only_raises(off: Classifier, threshold: float | None) -> None:
             before, after = decide(inp, off), decide(inp, clf)
             _assert_only_raised(before, after)
             raised += after != before
-    assert raised >= (100 if threshold else len(MISSED_BY_RULES) * 4)
+    return raised
 
 
 @pytest.mark.parametrize("text", MISSED_BY_RULES)
@@ -270,15 +281,8 @@ def test_english_only_raises(en_off: Classifier, threshold: float | None) -> Non
     model never lowers anything, never removes a signal, keeps the category."""
     clf = _rules(enabled=True, english=True, english_threshold=threshold)
     rows = load_rows(EN_STUDIED_FILES)
-    inputs = [r.decision_input() for r in rows]
-    inputs += [DecisionInput(t) for t in EN_MISSED_BY_RULES + EN_HARD_NEGATIVES]
-    raised = 0
-    for ctx in ({}, {"vip_level": 5}, {"order_amount": Decimal(2000)}, {"reopen_count": 2}):
-        for inp in inputs:
-            inp = replace(inp, **ctx)  # type: ignore[arg-type]
-            before, after = decide(inp, en_off), decide(inp, clf)
-            _assert_only_raised(before, after)
-            raised += after != before
+    texts = EN_MISSED_BY_RULES + EN_HARD_NEGATIVES
+    raised = _raised_only(en_off, clf, [r.decision_input() for r in rows] + _inputs(texts))
     assert raised >= (80 if threshold else len(EN_MISSED_BY_RULES) * 4)
 
 
