@@ -168,12 +168,22 @@ def test_the_chinese_model_does_not_read_english() -> None:
     assert en.classify("the zip of my coat broke after a week").second_opinion is not None
 
 
-def test_a_bad_setting_is_refused_with_its_line() -> None:
+@pytest.mark.parametrize(
+    ("shipped", "bad_line", "setting"),
+    [
+        ("second_opinion:\n  enabled: true", "  threshold: 1.5", "threshold"),
+        ("  english: true", "  english_threshold: 0", "english_threshold"),
+    ],
+)
+def test_a_bad_setting_is_refused_with_its_line(shipped: str, bad_line: str, setting: str) -> None:
+    """A bad value in the shipped file's second_opinion block (the Chinese threshold in
+    place of ``enabled``, an English threshold added): refused, naming its line."""
     text = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
-    assert "second_opinion:\n  enabled: true" in text
-    bad = text.replace("second_opinion:\n  enabled: true", "second_opinion:\n  threshold: 1.5")
-    line = bad.splitlines().index("  threshold: 1.5") + 1
-    with pytest.raises(RulesError, match=rf":{line}: second_opinion.threshold: "):
+    assert shipped in text
+    first = shipped.split("\n")[0]
+    bad = text.replace(shipped, f"{first}\n{bad_line}")
+    line = bad.splitlines().index(bad_line) + 1
+    with pytest.raises(RulesError, match=rf":{line}: second_opinion.{setting}: "):
         parse_rules(bad, "rules.yaml")
 
 
@@ -353,15 +363,6 @@ def test_word_grams() -> None:
         ["<s", "su", "ue", "e>", "<su", "sue", "ue>", "<sue", "sue>"]
     )
     assert list(word_grams("12")) == [] and list(word_grams("!")) == []
-
-
-def test_a_bad_english_threshold_is_refused_with_its_line() -> None:
-    text = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
-    assert "  english: true" in text
-    bad = text.replace("  english: true", "  english: true\n  english_threshold: 0")
-    line = bad.splitlines().index("  english_threshold: 0") + 1
-    with pytest.raises(RulesError, match=rf":{line}: second_opinion.english_threshold: "):
-        parse_rules(bad, "rules.yaml")
 
 
 def test_an_unreadable_english_model_refuses_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
