@@ -53,7 +53,11 @@ def _until(pred: Any, timeout: float, what: str, proc: subprocess.Popen[Any]) ->
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"run_observed exited ({proc.returncode}) before {what}"
+        if proc.poll() is not None:  # say why: its output is what a failed CI run keeps
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(
+                f"run_observed exited ({proc.returncode}) before {what}:\n{out[-4000:]}"
+            )
         try:
             last = pred()
             if last:
