@@ -30,7 +30,8 @@ the same way. A tenth Chinese set, ``zh_fresh8.jsonl`` (100 messages by a fifth 
 never read the rules), is studied: reported like the sixth, its misses shown. A third English
 held-out set by another author, ``en_fresh3.jsonl`` (82 messages), its summary line only. A
 second studied English set by another author who never read the rules, ``en_threats2.jsonl``
-(101 messages), is reported like ``en_threats.jsonl``, its misses shown.
+(101 messages), is reported like ``en_threats.jsonl``, its misses shown. A fourth held-out
+English set by a fifth English author, ``en_fresh4.jsonl`` (90 messages), its summary line only.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ EN_FRESH_FILES = ("en_fresh.jsonl",)
 EN_FRESH2_FILES = ("en_fresh2.jsonl",)
 # A third held-out English set by another author who never ran the router: its summary line only.
 EN_FRESH3_FILES = ("en_fresh3.jsonl",)
+# A fourth held-out English set by a fifth English author (session 9): its summary line only.
+EN_FRESH4_FILES = ("en_fresh4.jsonl",)
 TARGET_MACRO_F1 = 0.85
 TARGET_TIER_ACCURACY = 0.9
 
@@ -333,6 +336,7 @@ def main(argv: Sequence[str] = ()) -> int:
         ("en fresh", "", EN_FRESH_FILES),
         ("en fresh2", "", EN_FRESH2_FILES),
         ("en fresh3", "", EN_FRESH3_FILES),
+        ("en fresh4", "", EN_FRESH4_FILES),
     ):
         fresh = evaluate(load_rows(fresh_files), clf)
         print(

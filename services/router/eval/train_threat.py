@@ -79,6 +79,7 @@ HELD_OUT = (
     "en_fresh.jsonl",
     "en_fresh2.jsonl",
     "en_fresh3.jsonl",
+    "en_fresh4.jsonl",
 )
 NGRAM_RANGE = (1, 2)
 MIN_DF = 2
