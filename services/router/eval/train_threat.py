@@ -76,6 +76,7 @@ HELD_OUT = (
     "zh_fresh5.jsonl",
     "zh_fresh6.jsonl",
     "zh_fresh7.jsonl",
+    "zh_fresh10.jsonl",
     "en_fresh.jsonl",
     "en_fresh2.jsonl",
     "en_fresh3.jsonl",
