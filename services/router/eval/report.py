@@ -33,6 +33,7 @@ second studied English set by another author who never read the rules, ``en_thre
 (101 messages), is reported like ``en_threats.jsonl``, its misses shown. A fourth held-out
 English set by a fifth English author, ``en_fresh4.jsonl`` (90 messages), and a twelfth Chinese
 set, ``zh_fresh10.jsonl`` (100 messages by another such author), held out: summary lines only.
+An eleventh Chinese set, ``zh_fresh9.jsonl`` (120 messages, threat-dense), is studied.
 """
 
 from __future__ import annotations
@@ -88,8 +89,11 @@ FRESH7_FILES = ("zh_fresh7.jsonl",)
 # A tenth, written in the session of 2026-12-01 by a fifth author who never read the rules:
 # studied (its misses shown), like the sixth.
 FRESH8_FILES = ("zh_fresh8.jsonl",)
+# An eleventh, written in session 9 by a sixth author who never read the rules: studied (its
+# misses shown), like the sixth.
+FRESH9_FILES = ("zh_fresh9.jsonl",)
 # A twelfth, written in session 9 by another author who never read the rules: held out like
-# the fifth (the eleventh, zh_fresh9, is studied).
+# the fifth.
 FRESH10_FILES = ("zh_fresh10.jsonl",)
 # English threats and safety reports (the Bitext rows hold none), by an author who never read
 # the rules: a studied set (its misses shown) and a held-out one in other personas and
@@ -335,6 +339,7 @@ def main(argv: Sequence[str] = ()) -> int:
         ("eighth set", "", FRESH6_FILES),
         ("ninth set", "", FRESH7_FILES),
         ("tenth set", "tenth", FRESH8_FILES),
+        ("eleventh set", "eleventh", FRESH9_FILES),
         ("twelfth set", "", FRESH10_FILES),
         ("en threats", "en-threats", EN_THREATS_FILES),
         ("en threats2", "en-threats2", EN_THREATS2_FILES),
