@@ -33,7 +33,8 @@ second studied English set by another author who never read the rules, ``en_thre
 (101 messages), is reported like ``en_threats.jsonl``, its misses shown. A fourth held-out
 English set by a fifth English author, ``en_fresh4.jsonl`` (90 messages), and a twelfth Chinese
 set, ``zh_fresh10.jsonl`` (100 messages by another such author), held out: summary lines only.
-An eleventh Chinese set, ``zh_fresh9.jsonl`` (120 messages, threat-dense), is studied.
+An eleventh Chinese set, ``zh_fresh9.jsonl`` (120 messages, threat-dense), and a third English
+one, ``en_threats3.jsonl`` (120 messages, threat-dense), are studied.
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ FRESH10_FILES = ("zh_fresh10.jsonl",)
 EN_THREATS_FILES = ("en_threats.jsonl",)
 # A second studied English set by another author who never read the rules (its misses shown).
 EN_THREATS2_FILES = ("en_threats2.jsonl",)
+# A third studied English set (session 9), threat-dense, by another author who never read the
+# rules (its misses shown).
+EN_THREATS3_FILES = ("en_threats3.jsonl",)
 EN_FRESH_FILES = ("en_fresh.jsonl",)
 # A second held-out English set by another such author, written after the English threat rules
 # of be25fdf (en_fresh had been looked at once by then): its summary line only.
@@ -343,6 +347,7 @@ def main(argv: Sequence[str] = ()) -> int:
         ("twelfth set", "", FRESH10_FILES),
         ("en threats", "en-threats", EN_THREATS_FILES),
         ("en threats2", "en-threats2", EN_THREATS2_FILES),
+        ("en threats3", "en-threats3", EN_THREATS3_FILES),
         ("en fresh", "", EN_FRESH_FILES),
         ("en fresh2", "", EN_FRESH2_FILES),
         ("en fresh3", "", EN_FRESH3_FILES),
