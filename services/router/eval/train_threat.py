@@ -22,7 +22,10 @@ features (each distinct n-gram once) kept when seen in at least two messages, cl
 weighted to balance, C = 1 and a false-raise rate of 2.5 %: out of fold 80 of 99 threats
 read; C = 3 read 82 but raised a hand-written look-alike of the unit tests
 (我拍视频给你看看哪里坏了), and so did higher rates. With ``zh_fresh8`` added (session 8, same
-choices): 105 of 141 threats read out of fold, 13 of 532 other rows raised.
+choices): 105 of 141 threats read out of fold, 13 of 532 other rows raised. With ``zh_fresh9``
+(session 9): C = 0.3 for the Chinese model (``ZH_C``; the English one keeps C = 1): out of fold
+as many threats read as with C = 1 (161 of 199) and as many other rows raised (14 of 585),
+and none of the unit tests' look-alikes raised (C = 1 raised 孩子的玩具掉下去了，找不到).
 
 An English second opinion is trained the same way on the studied English sets
 (``EN_STUDIED_FILES``: ``en_threats``, ``en_threats2`` and the Bitext rows, which hold no
@@ -70,6 +73,7 @@ STUDIED_FILES = (
     "zh_fresh2.jsonl",
     "zh_fresh4.jsonl",
     "zh_fresh8.jsonl",
+    "zh_fresh9.jsonl",
 )
 HELD_OUT = (
     "zh_fresh3.jsonl",
@@ -85,6 +89,10 @@ HELD_OUT = (
 NGRAM_RANGE = (1, 2)
 MIN_DF = 2
 C = 1.0
+# The Chinese model's regularisation: with zh_fresh9 (session 9) C = 0.3 reads as many threats
+# out of fold as C = 1 (161 of 199, 14 of 585 other rows raised, both at 2.5 %) and raises
+# none of the unit tests' hand-written look-alikes (C = 1 raised 孩子的玩具掉下去了，找不到).
+ZH_C = 0.3
 MAX_FALSE_RAISE_RATE = 0.025
 DECIMALS = 4
 # The English model: trained on the studied English sets; its false-raise rate is counted on
@@ -118,6 +126,8 @@ class Spec:
     ngram_range: tuple[int, int]
     rate_files: tuple[str, ...] | None
     """The files whose rows count for the false-raise rate (None: every file's)."""
+    c: float
+    """The inverse regularisation strength of the logistic regression."""
     about: str
     out: Path
 
@@ -128,6 +138,7 @@ ZH = Spec(
     features=_zh_features,
     ngram_range=NGRAM_RANGE,
     rate_files=None,
+    c=ZH_C,
     about="threat second opinion of the router: logistic regression over character "
     "n-grams of the normalised text; written by `make train-router` "
     "(services/router/eval/train_threat.py), do not edit by hand",
@@ -139,6 +150,7 @@ EN = Spec(
     features=_en_features,
     ngram_range=EN_NGRAM_RANGE,
     rate_files=EN_RATE_FILES,
+    c=C,
     about="English threat second opinion of the router: logistic regression over character "
     "n-grams of each English word, marked at both ends; written by `make train-router` "
     "(services/router/eval/train_threat.py), do not edit by hand",
@@ -187,7 +199,10 @@ def examples(
 
 
 def _fit(
-    texts: Sequence[str], labels: Sequence[bool], features: Callable[[str], set[str]] = _zh_features
+    texts: Sequence[str],
+    labels: Sequence[bool],
+    features: Callable[[str], set[str]] = _zh_features,
+    c: float = ZH_C,
 ) -> tuple[Any, Any]:
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -195,20 +210,20 @@ def _fit(
     vec = CountVectorizer(analyzer=features, binary=True, min_df=MIN_DF)
     x = vec.fit_transform(texts)
     lr = LogisticRegression(
-        C=C, class_weight="balanced", solver="liblinear", random_state=0, max_iter=10_000
+        C=c, class_weight="balanced", solver="liblinear", random_state=0, max_iter=10_000
     )
     lr.fit(x, [int(b) for b in labels])
     return vec, lr
 
 
 def out_of_fold(
-    exs: Sequence[Example], features: Callable[[str], set[str]] = _zh_features
+    exs: Sequence[Example], features: Callable[[str], set[str]] = _zh_features, c: float = ZH_C
 ) -> list[float]:
     """Each row's log-odds from a model trained without its file."""
     scores = [0.0] * len(exs)
     for name in dict.fromkeys(e.file for e in exs):
         train = [e for e in exs if e.file != name]
-        vec, lr = _fit([e.text for e in train], [e.label for e in train], features)
+        vec, lr = _fit([e.text for e in train], [e.label for e in train], features, c)
         idx = [i for i, e in enumerate(exs) if e.file == name]
         z = lr.decision_function(vec.transform([exs[i].text for i in idx]))
         for i, v in zip(idx, z, strict=True):
@@ -240,9 +255,9 @@ def train(spec: Spec = ZH) -> tuple[str, str]:
     clf = rules_only_classifier()
     files = spec.files
     exs = examples(clf, files, spec.english)
-    oof = out_of_fold(exs, spec.features)
+    oof = out_of_fold(exs, spec.features, spec.c)
     threshold = choose_threshold(exs, oof, spec.rate_files)
-    vec, lr = _fit([e.text for e in exs], [e.label for e in exs], spec.features)
+    vec, lr = _fit([e.text for e in exs], [e.label for e in exs], spec.features, spec.c)
     names = vec.get_feature_names_out()
     coef = lr.coef_[0]
     weights = {str(g): round(float(w), DECIMALS) for g, w in zip(names, coef, strict=True)}
@@ -257,7 +272,7 @@ def train(spec: Spec = ZH) -> tuple[str, str]:
         "positives": sum(e.label for e in exs),
         "ngram_range": list(spec.ngram_range),
         "min_df": MIN_DF,
-        "C": C,
+        "C": spec.c,
         "max_false_raise_rate": MAX_FALSE_RAISE_RATE,
     }
     if spec.rate_files is not None:
