@@ -326,6 +326,14 @@ def test_more_new_wordings_reach_second_line(text: str) -> None:
         "Can I pay with Affirm?",
         "I saw your ad on fb, do you ship to Ireland?",
         "Our legal team needs an invoice with the company name please",
+        # exposed as a state, an ombudsman or a job as where someone works, one's own case
+        # in a tribunal, threads of a seam (fifth round)
+        "The wallpaper has an exposed brick look, is it washable?",
+        "Is the cable exposed at the plug end normal? it's new",
+        "My mum works at the ombudsman, she loves your candles. Do you ship to Leeds?",
+        "I'm a paramedic, do the boots have steel toes?",
+        "My employment tribunal is next week, can you deliver on Friday instead?",
+        "The jumper has loose threads everywhere, can you tell me how to return it?",
     ],
 )
 def test_look_alikes_stay_below_second_line(text: str) -> None:

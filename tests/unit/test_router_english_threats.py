@@ -89,6 +89,32 @@ def d(text: str) -> Decision:
         ("going to post this on my snap story so everyone sees", "threat_media"),
         ("She had been taking the drops for three days and felt dizzy and sick", "safety"),
         ("our cat got tangled in the cord and was gasping", "safety"),
+        # fifth round (en_threats3's kinds): consumer bodies in other languages or by acronym,
+        # anti-fraud and food standards bodies, tribunals by acronym, standards bureaus,
+        # marketplaces of more countries, review sites and newer feeds, a paper by its name
+        # or a column, sharing widely
+        ("I'll be reporting your site to the CPSC, that crib is a death trap.", "threat_regulator"),
+        (
+            "Je vais contacter la protection des consommateurs, ok? No refund, no patience.",
+            "threat_regulator",
+        ),
+        (
+            "I will go to the defensa del consumidor office if you keep ignoring me",
+            "threat_regulator",
+        ),
+        (
+            "I'm reporting the missing allergen warning to the Food Standards Agency.",
+            "threat_regulator",
+        ),
+        ("Taking the kettle to KEBS so they can test it.", "threat_regulator"),
+        ("If the money isn't back by Friday I'm lodging a claim with VCAT.", "threat_legal"),
+        ("Reported your store to Fnac already.", "threat_platform"),
+        ("I'll escalate this to OnBuy customer support then.", "threat_platform"),
+        ("I'll be writing this up on Tripadvisor and Feefo tonight.", "threat_media"),
+        ("Going to post the whole story on Threads.", "threat_media"),
+        ("Starting a thread on Netmums about this shop.", "threat_media"),
+        ("My sister writes a column for the Herald, she'll be interested.", "threat_media"),
+        ("I'll share the lab results widely.", "threat_media"),
     ],
 )
 def test_an_english_threat_or_safety_report_is_urgent_and_second_line(
