@@ -334,6 +334,10 @@ def test_more_new_wordings_reach_second_line(text: str) -> None:
         "I'm a paramedic, do the boots have steel toes?",
         "My employment tribunal is next week, can you deliver on Friday instead?",
         "The jumper has loose threads everywhere, can you tell me how to return it?",
+        "Can you leave the parcel with my colleagues at reception?",
+        "My dad needs a blood pressure monitor, do you ship to Wales?",
+        "Is the blood orange candle in stock? my mum loves it",
+        "Is this chew safe for my ferret?",
     ],
 )
 def test_look_alikes_stay_below_second_line(text: str) -> None:

@@ -115,6 +115,15 @@ def d(text: str) -> Decision:
         ("Starting a thread on Netmums about this shop.", "threat_media"),
         ("My sister writes a column for the Herald, she'll be interested.", "threat_media"),
         ("I'll share the lab results widely.", "threat_media"),
+        # a group of buyers told, a bulletin, a following asked; harm to more animals, blood,
+        # an infection treated, care at a walk-in centre
+        ("Sort this out or I'll be telling all my colleagues to shop elsewhere.", "threat_media"),
+        ("Unless you fix it, this goes in the club bulletin next month.", "threat_media"),
+        ("Shall I ask my followers if a six week wait is normal?", "threat_media"),
+        ("The hamster bedding left both hamsters wheezing, now on antibiotics", "safety"),
+        ("Our ferret's paw got infected from the cage wire", "safety"),
+        ("The guinea pig chewed the cable and there was blood on the bars", "safety"),
+        ("She needed glue on her forehead at the walk-in centre", "safety"),
     ],
 )
 def test_an_english_threat_or_safety_report_is_urgent_and_second_line(
