@@ -4,6 +4,7 @@ what ``make train-router`` gives from the studied sets."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -363,6 +364,18 @@ def test_word_grams() -> None:
         ["<s", "su", "ue", "e>", "<su", "sue", "ue>", "<sue", "sue>"]
     )
     assert list(word_grams("12")) == [] and list(word_grams("!")) == []
+
+
+def test_a_stop_word_of_the_model_file_is_not_read() -> None:
+    """Words the model file names as its stop words add nothing, whatever their n-grams."""
+    text = json.dumps(
+        {"ngram_range": [2, 3], "threshold": 0.5, "bias": -1.0, "weights": {"an": 2.0, "<an": 1.0}}
+    )
+    plain = WordScorer(ThreatModel.from_json(text))
+    skips = WordScorer(ThreatModel.from_json(text[:-1] + ', "stop_words": ["and"]}'))
+    assert plain.logit(["and"]) == 2.0 and plain.read(["and"]) is not None
+    assert skips.logit(["and"]) == -1.0 and skips.read(["and"]) is None
+    assert skips.logit(["an"]) == plain.logit(["an"]) == 2.0
 
 
 def test_an_unreadable_english_model_refuses_the_start(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,9 +13,9 @@ before that, by the most each of their words could add (kept per word too, one l
 each). scikit-learn is needed only to train.
 
 English messages have a model of their own (``threat_model_en.json``, ``WordScorer``): the
-character 2-4-grams of each English word of the cut, marked at both ends (``word_grams``),
-kept per distinct word with the most the word can add, scored the same way; its reason
-names the words that weigh most.
+character n-grams of each English word of the cut (the range and the stop words it does not
+read are the model file's), marked at both ends (``word_grams``), kept per distinct word with
+the most the word can add, scored the same way; its reason names the words that weigh most.
 
 When the score passes the threshold and the rules found no threat, ``decide`` makes the
 message urgent and second line with the reason in plain words (docs/routing-rules.md,
@@ -101,6 +101,8 @@ class ThreatModel:
     """A probability: the message is read as a threat when the model's is at least this."""
     lo: int = 1
     hi: int = 2
+    stop_words: frozenset[str] = frozenset()
+    """Words the model does not read (the English model's stop words: and, this, the ...)."""
 
     @classmethod
     def from_json(cls, text: str, threshold: float | None = None) -> ThreatModel:
@@ -113,7 +115,10 @@ class ThreatModel:
             raise ValueError(f"threshold {thr} must be between 0 and 1")
         if not 1 <= lo <= hi:
             raise ValueError(f"ngram_range {lo}..{hi} is not a range of lengths")
-        return cls(weights=weights, bias=float(d["bias"]), threshold=thr, lo=lo, hi=hi)
+        stop = frozenset(str(w) for w in d.get("stop_words", ()))
+        return cls(
+            weights=weights, bias=float(d["bias"]), threshold=thr, lo=lo, hi=hi, stop_words=stop
+        )
 
     @classmethod
     def load(cls, path: Path = MODEL_FILE, threshold: float | None = None) -> ThreatModel:
@@ -308,6 +313,8 @@ class WordScorer:
     def _word(self, word: str) -> tuple[frozenset[str], float, float, float]:
         weights = self.model.weights
         m = self.model
+        if word in m.stop_words:
+            return (frozenset(), 0.0, 0.0, 0.0)  # not read (kept per word: no cost per message)
         grams = frozenset(g for g in word_grams(word, m.lo, m.hi) if g in weights)
         own = math.fsum(weights[g] for g in grams)
         room = math.fsum(w for g in grams if (w := weights[g]) > 0)
