@@ -42,6 +42,37 @@ RULE_THREATS = {"threat_regulator", "threat_media", "threat_legal", "threat_plat
         ("打火机一点就窜出一团火，把我手背燎了", "safety"),
         ("充电宝越来越烫，都不敢碰", "safety"),
         ("这东西是要出人命的", "safety"),
+        # the eleventh set's round (session 9): a complaint site, more marketplaces asked to
+        # judge, boards, video sites and groups of buyers, the customer's own channel, more
+        # public bodies and the cyber police, a payment party
+        ("这事我已经在电诉宝上登记了", "threat_media"),
+        ("我去中国质量万里行那边登记一下", "threat_media"),
+        ("我要找得物客服来评评理", "threat_platform"),
+        ("这单我会让闲鱼来判", "threat_platform"),
+        ("饿了么上投诉你们店", "threat_platform"),
+        ("这事我只好在校友群里说一说了", "threat_media"),
+        ("要不要我在团购群里问问大家", "threat_media"),
+        ("视频我已经上传到优酷了", "threat_media"),
+        ("这个经过我写出来放妈妈网", "threat_media"),
+        ("我在值得买提醒大家别上当", "threat_media"),
+        ("我的直播间今晚就拿你们这个锅开箱", "threat_media"),
+        ("我已经去村委会反映了这批种子的事", "threat_regulator"),
+        ("我打算把材料交给调解委员会", "threat_regulator"),
+        ("我表哥是政协委员，这事我会拿给他看", "threat_regulator"),
+        ("这事我去林业局问过了", "threat_regulator"),
+        ("再拖我就报网警", "threat_regulator"),
+        ("我已经给残连打过电话了", "threat_regulator"),
+        ("我去京东金融那边申诉这笔钱", "chargeback"),
+        # harm: lead in the blood, a baby throwing up, an animal fed and dead, choking, a near
+        # drowning, a trapped arm, something toppling with a narrow escape
+        ("孩子体检血铅超了，医生说要排铅", "safety"),
+        ("宝宝喝了这个奶粉一直吐", "safety"),
+        ("喂了你们的猫粮，小猫抽搐了", "safety"),
+        ("买的鱼苗放进去第二天就死了一半", "safety"),
+        ("小孩吃果冻卡住了，憋紫了才咳出来", "safety"),
+        ("泳圈漏气，孩子呛了好几口水", "safety"),
+        ("按摩仪把我手臂夹住了，青了一块", "safety"),
+        ("架子倒下来砸到我老公，还好躲开了", "safety"),
     ],
 )
 def test_a_chinese_threat_told_by_families_is_urgent_and_second_line(
@@ -80,6 +111,16 @@ def test_a_chinese_threat_told_by_families_is_urgent_and_second_line(
         "孩子的玩具掉下去了，找不到",
         "好险，差点拍错了",
         "杯子很烫手吗，能装开水吗",
+        # the eleventh set's round (session 9): the cyber police quoted, a public body as a
+        # buyer, where the customer saw it, a plush dog, an animal's question, a doubt
+        "网警提醒大家不要点陌生链接",
+        "网警说加微信退款的都是骗子，这个客服是你们的吗",
+        "我们村委会要买二十把椅子，能开发票吗",
+        "笑死了，这个小狗玩偶太可爱了",
+        "鱼苗什么时候发货，死了包赔吗",
+        "这款猫粮小猫能吃吗",
+        "这个卡扣会不会夹住手",
+        "我是美团骑手，想买个头盔，有3C认证吗",
     ],
 )
 def test_a_chinese_look_alike_stays_low(text: str) -> None:
@@ -87,3 +128,13 @@ def test_a_chinese_look_alike_stays_low(text: str) -> None:
     assert not RULE_THREATS & set(dec.risk_signals), dec.reasons
     assert "safety" not in dec.risk_signals and "chargeback" not in dec.risk_signals
     assert dec.priority is not Priority.urgent, dec.reasons
+
+
+def test_where_the_customer_saw_it_is_no_rule_threat() -> None:
+    """A group chat after 我就在 is where the customer saw the shop, not where they will tell
+    (``seen_zh``). The rules take no threat; the second opinion still raises this one (its
+    我就 weighs: docs/routing-rules.md, "Chinese, eleventh set")."""
+    dec = decide(DecisionInput("我就在宝妈群里看到你们家的链接，还有货吗"))
+    assert not RULE_THREATS & set(dec.risk_signals), dec.reasons
+    dec = decide(DecisionInput("我就在宝妈群里说说你们家的链接"))
+    assert "threat_media" in dec.risk_signals, dec.reasons
