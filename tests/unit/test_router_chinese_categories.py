@@ -21,6 +21,9 @@ from shared.events import Category, Priority, Tier
         ("这个书架多高", Category.presale, Priority.normal, Tier.bot),
         ("拖鞋批发多少钱一双，要三百双", Category.presale, Priority.normal, Tier.L1),
         ("快递显示已送达，我的包裹去哪了", Category.logistics, Priority.important, Tier.L1),
+        # a product name or price slang holding a fault or harm word (session 9)
+        ("这个破壁机能打豆浆吗", Category.presale, Priority.normal, Tier.bot),
+        ("骨折价还有吗", Category.presale, Priority.normal, Tier.bot),
     ],
 )
 def test_a_chinese_category_told_by_families(

@@ -121,6 +121,10 @@ def test_a_chinese_threat_told_by_families_is_urgent_and_second_line(
         "这款猫粮小猫能吃吗",
         "这个卡扣会不会夹住手",
         "我是美团骑手，想买个头盔，有3C认证吗",
+        # a camera's exposure settings, slang of a deal with a blast or a fracture in it
+        "这台相机的曝光补偿在哪里调",
+        "夜景下曝光度怎么设置",
+        "评论区炸了，都说这价格跟打骨折一样",
     ],
 )
 def test_a_chinese_look_alike_stays_low(text: str) -> None:
