@@ -34,8 +34,8 @@ second studied English set by another author who never read the rules, ``en_thre
 English set by a fifth English author, ``en_fresh4.jsonl`` (90 messages), and a twelfth Chinese
 set, ``zh_fresh10.jsonl`` (100 messages by another such author), held out: summary lines only.
 An eleventh Chinese set, ``zh_fresh9.jsonl`` (120 messages, threat-dense), and a third English
-ones, ``en_threats3.jsonl`` and ``en_threats4.jsonl`` (120 messages each, threat-dense), are
-studied.
+ones, ``en_threats3.jsonl``, ``en_threats4.jsonl`` and ``en_threats5.jsonl`` (120 messages each,
+threat-dense), are studied.
 """
 
 from __future__ import annotations
@@ -109,6 +109,9 @@ EN_THREATS3_FILES = ("en_threats3.jsonl",)
 # A fourth studied English set (session 9), threat-dense, North American and Oceanian voices,
 # by another author who never read the rules (its misses shown).
 EN_THREATS4_FILES = ("en_threats4.jsonl",)
+# A fifth studied English set (session 9), threat-dense, second-language English from Europe,
+# the Middle East, Africa and Asia, by another author who never read the rules (its misses shown).
+EN_THREATS5_FILES = ("en_threats5.jsonl",)
 EN_FRESH_FILES = ("en_fresh.jsonl",)
 # A second held-out English set by another such author, written after the English threat rules
 # of be25fdf (en_fresh had been looked at once by then): its summary line only.
@@ -353,6 +356,7 @@ def main(argv: Sequence[str] = ()) -> int:
         ("en threats2", "en-threats2", EN_THREATS2_FILES),
         ("en threats3", "en-threats3", EN_THREATS3_FILES),
         ("en threats4", "en-threats4", EN_THREATS4_FILES),
+        ("en threats5", "en-threats5", EN_THREATS5_FILES),
         ("en fresh", "", EN_FRESH_FILES),
         ("en fresh2", "", EN_FRESH2_FILES),
         ("en fresh3", "", EN_FRESH3_FILES),
