@@ -11,9 +11,11 @@ steps below is fixed here.
    conversation that keeps coming back, then one step up for a VIP or a valuable order, and
    an escalation from sla_watch (at least important).
 3. Tier: complaints and disputes to L2, calm simple questions (pre-sale, greetings,
-   account) to the bot, the rest to L1; a signal's tier, a conversation that came back
-   twice and an escalation move it up; a threat or safety report is urgent and never below
-   L2, whatever the category (checked last, after every other step).
+   account) and calm self-service look-ups of any category (the returns window, has it
+   shipped, where to download the e-invoice: signals with ``lookup: true``) to the bot, the
+   rest to L1; a signal's tier, a conversation that came back twice and an escalation move
+   it up; a threat or safety report is urgent and never below L2, whatever the category
+   (checked last, after every other step).
 4. Second opinion (when the rules file enables it): a small trained model that reads a
    threat or safety report the rules did not find makes the message urgent and L2; it only
    ever raises, and keeps the category.
@@ -173,9 +175,16 @@ def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
     tier_floor = Tier.bot
     needs_person = False
     threat = False
+    lookup = False  # a self-service look-up (the help pages answer it)
+    others = False  # any signal that is not a look-up
     risk_signals: list[str] = []
     for hit in c.signals:
         s = hit.rule
+        if s.lookup:
+            lookup = True
+            reasons.append(f"the customer {s.says} (“{hit.term}”)")
+            continue
+        others = True
         if s.risk:
             risk_signals.append(hit.name)
         needs_person = needs_person or s.needs_person
@@ -218,14 +227,19 @@ def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
         reasons.append("second line: escalated by the SLA watch (not answered in time)")
 
     # ---- tier
-    if category in rules.tiers.second_line_categories:
+    tiers = rules.tiers
+    lookup = lookup and tiers.lookups_to_bot
+    if category in tiers.second_line_categories:
         tier = Tier.L2
         reasons.append(f"second line: a {what} goes to L2")
+    elif priority is Priority.normal and not needs_person and not others and lookup:
+        tier = Tier.bot
+        reasons.append("bot: a look-up the product page, the policy or the tracking page answers")
     elif (
-        category in rules.tiers.bot_categories
+        category in tiers.bot_categories
         and priority is Priority.normal
         and not needs_person
-        and not c.signals
+        and not others
     ):
         tier = Tier.bot
         reasons.append(f"bot: a simple {what} the bot can answer")
@@ -233,6 +247,12 @@ def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
         tier = Tier.L1
         if needs_person:
             reasons.append("first line: the customer wants a person")
+        elif lookup and priority is not Priority.normal:
+            reasons.append(
+                f"first line: a look-up, but {priority.value} (the bot takes normal only)"
+            )
+        elif lookup:
+            reasons.append("first line: a look-up, but with more in it than the bot answers")
         else:
             reasons.append("first line: a routine question for an agent")
     if _TIER_RANK[tier_floor] > _TIER_RANK[tier]:

@@ -606,6 +606,8 @@ class Classifier:
                 continue
             if srule.order_status and status not in srule.order_status:
                 continue
+            if srule.unless and not present.keys().isdisjoint(srule.unless):
+                continue  # a look-up with a problem reported or a person asked to act: none
             seen_signals.add(h.name)
             signals.append(RiskHit(h.name, srule, h.term.rstrip("*")))
             anger_f += srule.anger
@@ -621,7 +623,12 @@ class Classifier:
             ):
                 scores[default] = scores.get(default, 0.0) + 1.0
                 cat_terms.setdefault(default, []).append("an order number")
-        if not scores and not signals and self._question is not None and "question" in present:
+        if (
+            not scores
+            and self._question is not None
+            and "question" in present
+            and all(h.rule.lookup for h in signals)  # none, or look-ups only
+        ):
             scores[self._question] = 1.0
             cat_terms[self._question] = [f"a question (“{present['question']}”)"]
         if len(scores) == 1:

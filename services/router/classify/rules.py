@@ -77,9 +77,14 @@ class CategoryRule(_Strict):
 
 class SignalRule(_Strict):
     says: str = Field(min_length=3)
-    terms: list[str] = Field(min_length=1)
+    terms: list[str] = Field(default_factory=list)
     together: list[list[str]] = Field(
         default_factory=list, description="families with a word each anywhere in the message"
+    )
+    unless: list[str] = Field(
+        default_factory=list,
+        description="families: the signal does not count when a word of one of them (not "
+        "denied) is in the message (a look-up is none when the customer reports a problem)",
     )
     patterns: list[str] = Field(default_factory=list, description="regular expressions")
     negation: bool = Field(default=True, description="a denied word (没有漏电) does not count")
@@ -91,6 +96,12 @@ class SignalRule(_Strict):
     risk: bool = True
     threat: bool = False
     needs_person: bool = False
+    lookup: bool = Field(
+        default=False,
+        description="a self-service look-up (the product page, the policy or the tracking page "
+        "answers it): a calm, normal-priority message with one goes to the bot whatever its "
+        "category, when tiers.lookups_to_bot says so",
+    )
     order_status: list[str] = Field(default_factory=list)
 
     _terms = field_validator("terms")(_clean_terms)
@@ -151,6 +162,11 @@ class NegationRules(_Strict):
 class TierRules(_Strict):
     bot_categories: list[Category] = Field(default_factory=list)
     second_line_categories: list[Category] = Field(default_factory=list)
+    lookups_to_bot: bool = Field(
+        default=False,
+        description="a calm, normal-priority message with a look-up (a signal with lookup: "
+        "true) goes to the bot whatever its category (a second-line category still goes to L2)",
+    )
 
 
 class SecondOpinionRules(_Strict):
@@ -216,6 +232,20 @@ class RulesFile(_Strict):
         return v
 
 
+# What a look-up signal must leave unset (it changes the tier only, through
+# tiers.lookups_to_bot), with each field's unset value.
+_LOOKUP_UNSET: dict[str, object] = {
+    "priority": None,
+    "tier": None,
+    "category": None,
+    "weight": 0.0,
+    "anger": 0.0,
+    "threat": False,
+    "needs_person": False,
+    "order_status": [],
+}
+
+
 def _fail(path: str, root: yaml.Node | None, loc: Sequence[int | str], reason: str) -> RulesError:
     return RulesError(located(path, root, loc, reason))
 
@@ -228,6 +258,11 @@ def parse_rules(text: str, path: str = "<rules>") -> RulesFile:
         raise RulesError(str(exc)) from None
     if root is None or not isinstance(data, dict):
         raise RulesError(f"{path}:1: the rules file must be a mapping (version, categories...)")
+    for where, key, line, earlier in _repeated_keys(root, ()):
+        raise RulesError(
+            f"{path}:{line}: {'.'.join(where) or '(top)'}: “{key}” is given twice (first at line"
+            f" {earlier}); YAML would keep only the later one: rename one or merge them"
+        )
     try:
         rules = RulesFile.model_validate(data)
     except ValidationError as exc:
@@ -238,6 +273,25 @@ def parse_rules(text: str, path: str = "<rules>") -> RulesFile:
     for loc, reason in _conflicts(rules):
         raise _fail(path, root, loc, reason)
     return rules
+
+
+def _repeated_keys(
+    node: yaml.Node, where: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], str, int, int]]:
+    """Keys given twice in one mapping (a family named twice: YAML keeps the later one and
+    says nothing), as (where, key, its line, the first one's line)."""
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                line = k.start_mark.line + 1
+                if k.value in lines:
+                    yield where, k.value, line, lines[k.value]
+                lines.setdefault(k.value, line)
+                yield from _repeated_keys(v, (*where, k.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            yield from _repeated_keys(v, (*where, str(i)))
 
 
 def _conflicts(rules: RulesFile) -> Iterator[tuple[list[int | str], str]]:
@@ -262,6 +316,22 @@ def _conflicts(rules: RulesFile) -> Iterator[tuple[list[int | str], str]]:
                 ["signals", name, "threat"],
                 "a threat must say priority: urgent and tier: L2 (threats never go below L2)",
             )
+        if not (sig.terms or sig.together or sig.patterns):
+            yield ["signals", name], "a signal needs terms, together or patterns to be found by"
+        if sig.lookup:
+            for field, unset in _LOOKUP_UNSET.items():
+                if getattr(sig, field) != unset:
+                    yield (
+                        ["signals", name, field],
+                        "a look-up only lets a calm question go to the bot: it sets no priority,"
+                        " tier, category, weight, anger, threat, needs_person or order_status,"
+                        " and says risk: false",
+                    )
+            if sig.risk:
+                yield (
+                    ["signals", name, "lookup"],
+                    "a look-up is no risk: say risk: false next to lookup: true",
+                )
     for word, spelled in rules.pinyin.items():
         syllables = spelled.split()
         if len(syllables) != len(word) or not all(x.isascii() and x.isalpha() for x in syllables):
@@ -288,6 +358,8 @@ def _conflicts(rules: RulesFile) -> Iterator[tuple[list[int | str], str]]:
         ]
     for name, sig in rules.signals.items():
         groups += [(["signals", name, "together", i], g) for i, g in enumerate(sig.together)]
+    for name, sig in rules.signals.items():
+        groups += [(["signals", name, "unless"], sig.unless)] if sig.unless else []
     for loc, named in groups:
         for j, family in enumerate(named):
             family = family.removeprefix(NOT_FAMILY)
