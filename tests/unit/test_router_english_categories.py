@@ -89,8 +89,9 @@ RET = Category.return_refund
         # shipping to a place, or asked of the shop: a question before buying
         ("shipping to Reykjavik?", P, B),
         ("Do you deliver on Sundays to rural areas?", P, B),
-        # ... look-alike: one's own delivery arriving is a shipping question
-        ("how long until my delivery gets to me", Category.logistics, L),
+        # ... look-alike: one's own delivery arriving is a shipping question (how long it
+        # takes: a look-up the bot answers, rule 5 of the eval README)
+        ("how long until my delivery gets to me", Category.logistics, B),
         # a product that will not do its job
         ("The food flask lid won't seal, soup everywhere", Q, L),
         ("my new electric toothbrush wont switch on", Q, L),
@@ -137,8 +138,9 @@ def test_english_category_families(text: str, category: Category, tier: Tier) ->
         ("I rang twice and the rep hung up on me both times", C, L2),
         # ... look-alike: staff praised
         ("your support agent was lovely, thanks for sorting my parcel", Category.logistics, L),
-        # a receipt named is an invoice request, even for an order
-        ("Can you email me a receipt for my order please?", Category.invoice, L),
+        # a receipt named is an invoice request, even for an order (a copy of one's own
+        # receipt is a look-up the bot answers, rule 5 of the eval README)
+        ("Can you email me a receipt for my order please?", Category.invoice, B),
         # a return label asked for is a return, even with an order number
         ("Still no return label for order 55123019, can you resend it", Category.return_refund, L),
     ],

@@ -42,7 +42,11 @@ CATEGORY = {
     "complaint": "complaint",
 }
 # other: review, contact_*, account and newsletter intents.
-# Trivial self-service questions a bot answers (when the customer is calm).
+# Trivial self-service questions a bot answers (when the customer is calm: normal priority).
+# Labelling rule (5) of services/router/eval/README.md: a question the product page, the
+# policy or the tracking page answers is bot whatever its category; anything a person must
+# act on (change_order, cancel_order, payment_issue, get_refund, track_refund, the address
+# intents, complaint, review, contact_*) is L1 or L2.
 BOT_INTENTS = {
     "place_order",
     "check_payment_methods",
@@ -54,6 +58,17 @@ BOT_INTENTS = {
     "recover_password",
     "registration_problems",
     "newsletter_subscription",
+    # self-service look-ups (rule 5, issue #4): the refund policy and how long refunds take,
+    # the cancellation fee, how long delivery takes, the tracking / status / ETA of an
+    # order, seeing or downloading one's own invoice (Bitext's get_invoice rows all ask for
+    # an invoice or bill of a past purchase, by number, date or seller: none asks for a
+    # company invoice, a tax number or a correction, which a person would issue)
+    "check_refund_policy",
+    "check_cancellation_fee",
+    "delivery_period",
+    "track_order",
+    "check_invoice",
+    "get_invoice",
 }
 
 
