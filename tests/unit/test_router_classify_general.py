@@ -338,6 +338,8 @@ def test_more_new_wordings_reach_second_line(text: str) -> None:
         "My dad needs a blood pressure monitor, do you ship to Wales?",
         "Is the blood orange candle in stock? my mum loves it",
         "Is this chew safe for my ferret?",
+        "The mayor of our town loves your mugs, can I get 20 engraved?",
+        "Casualty of the sale: the blue one sold out, any restock date?",
     ],
 )
 def test_look_alikes_stay_below_second_line(text: str) -> None:

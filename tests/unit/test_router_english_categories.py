@@ -108,6 +108,7 @@ RET = Category.return_refund
         ("I want a written apology and someone senior to call me back today.", C, L2),
         ("Every time I ring nobody answers, and the chat closed my ticket. A shambles", C, L2),
         ("Four weeks of being fobbed off about my refund, I want a manager", C, L2),
+        ("Three weeks of 'we're looking into it' about my refund. Please read my messages.", C, L2),
         # ... look-alike: a manager named kindly
         ("I spoke to your manager yesterday and she was lovely, thanks for the refund", RET, L),
         ("Can you swap them for the large? They're too tight.", RET, L),

@@ -124,6 +124,9 @@ def d(text: str) -> Decision:
         ("Our ferret's paw got infected from the cage wire", "safety"),
         ("The guinea pig chewed the cable and there was blood on the bars", "safety"),
         ("She needed glue on her forehead at the walk-in centre", "safety"),
+        ("My son ended up in the emergency department after your trampoline net ripped.", "safety"),
+        ("We had to ring poison control after she drank the bubble mixture", "safety"),
+        ("I'll be raising this with my local councillor if it isn't fixed.", "threat_regulator"),
     ],
 )
 def test_an_english_threat_or_safety_report_is_urgent_and_second_line(
