@@ -354,9 +354,20 @@ def test_english_read_is_the_exact_score(en_on: Classifier) -> None:
 )
 def test_english_bound_on_any_words(words: list[str]) -> None:
     scorer = WordScorer(ThreatModel.load(MODEL_FILE_EN, 0.01))
+    m = scorer.model
     assert scorer.upper(words) >= scorer.logit(words) - 1e-9
-    grams = set().union(*(set(word_grams(w)) for w in words)) if words else set()
-    assert scorer.grams(words) == grams & scorer.model.weights.keys()
+    read = [w for w in words if w not in m.stop_words]  # the model file's stop words: not read
+    grams = set().union(*(set(word_grams(w, m.lo, m.hi)) for w in read)) if read else set()
+    assert scorer.grams(words) == grams & m.weights.keys()
+
+
+def test_the_english_model_does_not_read_stop_words() -> None:
+    """The shipped English model names its stop words (it read style: "and", "this" weighed
+    most when it read them); a message of stop words only scores the bias."""
+    scorer = WordScorer(ThreatModel.load(MODEL_FILE_EN))
+    assert {"and", "this", "the", "you"} <= scorer.model.stop_words
+    assert scorer.grams(["and", "this", "the", "you"]) == set()
+    assert scorer.logit(["and", "this"]) == scorer.model.bias
 
 
 def test_word_grams() -> None:
