@@ -24,6 +24,24 @@ from shared.events import Category, Priority, Tier
         # a product name or price slang holding a fault or harm word (session 9)
         ("这个破壁机能打豆浆吗", Category.presale, Priority.normal, Tier.bot),
         ("骨折价还有吗", Category.presale, Priority.normal, Tier.bot),
+        # the eleventh set's round (session 9): the staff rude, hanging up, passing the
+        # customer around; fobbed off, a promise broken; a flash sale, a spec, a spare part,
+        # safe for a baby; an error code; an order's address; shown delivered and not there;
+        # a minimum order; whether a contact is the shop's
+        ("店员讲话冲，我问个发票都爱搭不理", Category.complaint, Priority.important, Tier.L2),
+        ("打了客服电话，被直接挂断了", Category.complaint, Priority.important, Tier.L2),
+        ("你们客服转来转去，耽误我一下午", Category.complaint, Priority.important, Tier.L2),
+        ("说好的顺丰包邮，结果发的是邮政", Category.complaint, Priority.important, Tier.L2),
+        ("别跟我打哈哈，直接说能不能退", Category.complaint, Priority.important, Tier.L2),
+        ("秒杀几点开抢", Category.presale, Priority.normal, Tier.bot),
+        ("这个电风扇有几档风", Category.presale, Priority.normal, Tier.bot),
+        ("宝宝一岁能吃吗，安全吗", Category.presale, Priority.normal, Tier.bot),
+        ("净水器的替换芯多少钱", Category.presale, Priority.normal, Tier.bot),
+        ("开机一直报错，屏幕显示故障码", Category.product_quality, Priority.important, Tier.L1),
+        ("刚下的单，能改地址吗", Category.order_status, Priority.normal, Tier.L1),
+        ("物流显示签收了，门口没有，快递柜也没有", Category.logistics, Priority.important, Tier.L1),
+        ("五百件起订吗，什么价", Category.presale, Priority.normal, Tier.L1),
+        ("有人自称你们客服让我转账，是真的吗", Category.other, Priority.normal, Tier.bot),
     ],
 )
 def test_a_chinese_category_told_by_families(
@@ -39,6 +57,8 @@ def test_a_chinese_category_told_by_families(
         ("都一周了还没发货？？", Category.logistics),  # chasing a parcel stays shipping
         ("整箱都是坏的，怎么办", Category.product_quality),  # a large amount, no price asked
         ("我要换货，快递怎么寄回", Category.return_refund),
+        ("地址写错了，帮我改到北京", Category.logistics),  # no order named: shipping
+        ("店长推荐的这款有货吗", Category.presale),
     ],
 )
 def test_a_chinese_look_alike_keeps_its_category(text: str, category: Category) -> None:
