@@ -340,6 +340,7 @@ def test_more_new_wordings_reach_second_line(text: str) -> None:
         "Is this chew safe for my ferret?",
         "The mayor of our town loves your mugs, can I get 20 engraved?",
         "Casualty of the sale: the blue one sold out, any restock date?",
+        "I want the shipping charge back, it was meant to be free",
     ],
 )
 def test_look_alikes_stay_below_second_line(text: str) -> None:

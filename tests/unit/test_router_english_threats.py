@@ -127,6 +127,7 @@ def d(text: str) -> Decision:
         ("My son ended up in the emergency department after your trampoline net ripped.", "safety"),
         ("We had to ring poison control after she drank the bubble mixture", "safety"),
         ("I'll be raising this with my local councillor if it isn't fixed.", "threat_regulator"),
+        ("I'll charge it back through Visa then", "chargeback"),
     ],
 )
 def test_an_english_threat_or_safety_report_is_urgent_and_second_line(
