@@ -368,9 +368,9 @@ class Classifier:
         lawyers) or a ``things`` word after it (smoke alarm, police officer)."""
         firm, skip, things = self._firm, self._neg_skip, self._things
         last = len(words) - 1
-        for i, w in enumerate(words):
-            if w not in hits:
-                continue
+        # Only the words that are family words, told in C (most words of a message are not).
+        for i in compress(range(len(words)), map(hits.__contains__, words)):
+            w = words[i]
             if firm and i:  # a firm denial before it, maybe past filler words
                 before = words[i - 1]
                 if before in skip:
