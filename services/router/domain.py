@@ -8,12 +8,13 @@ steps below is fixed here.
    English words), signals such as a 12315 threat adding to complaint.
 2. Priority: the category's floor (complaints and quality problems are at least important),
    the signals' priorities (threats, chargebacks and safety are urgent), anger, a
-   conversation that keeps coming back, then one step up for a VIP or a valuable order, and
-   an escalation from sla_watch (at least important).
+   conversation that keeps coming back (3 times in the shipped rules), then one step up for a
+   VIP or a valuable order (level 5, 5,000), and an escalation from sla_watch (at least
+   important); the numbers are the rules file's ``context``.
 3. Tier: complaints and disputes to L2, calm simple questions (pre-sale, greetings,
    account) and calm self-service look-ups of any category (the returns window, has it
    shipped, where to download the e-invoice: signals with ``lookup: true``) to the bot, the
-   rest to L1; a signal's tier, a conversation that came back twice and an escalation move
+   rest to L1; a signal's tier, a conversation that keeps coming back and an escalation move
    it up; a threat or safety report is urgent and never below L2, whatever the category
    (checked last, after every other step).
 4. Second opinion (when the rules file enables it): a small trained model that reads a
@@ -203,13 +204,18 @@ def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
     if inp.reopen_count >= ctx.reopen_important:
         if priority is Priority.normal:
             priority = Priority.important
+        times = "time" if inp.reopen_count == 1 else "times"
         reasons.append(
-            f"{priority.value}: this conversation came back {inp.reopen_count} time(s) already"
+            f"{priority.value}: this conversation came back {inp.reopen_count} {times} already"
         )
         if inp.reopen_count >= ctx.reopen_second_line:
+            # rules.py refuses reopen_important above reopen_second_line: L2 is also important
             risk_signals.append("repeated_failure")
             tier_floor = Tier.L2
-            reasons.append("second line: first line has not solved it twice")
+            reasons.append(
+                "second line: first line has not solved it (L2 takes a conversation that came"
+                f" back {ctx.reopen_second_line} or more times)"
+            )
     raise_for: list[str] = []
     if inp.vip_level >= ctx.vip_level_raises:
         raise_for.append(f"VIP level {inp.vip_level}")
@@ -227,6 +233,7 @@ def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
         reasons.append("second line: escalated by the SLA watch (not answered in time)")
 
     # ---- tier
+    context_l2 = inp.escalated or inp.reopen_count >= ctx.reopen_second_line
     tiers = rules.tiers
     lookup = lookup and tiers.lookups_to_bot
     if category in tiers.second_line_categories:
@@ -245,7 +252,9 @@ def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
         reasons.append(f"bot: a simple {what} the bot can answer")
     else:
         tier = Tier.L1
-        if needs_person:
+        if context_l2:
+            pass  # the reopenings or the escalation above take it to L2, and say so
+        elif needs_person:
             reasons.append("first line: the customer wants a person")
         elif lookup and priority is not Priority.normal:
             reasons.append(
@@ -257,7 +266,7 @@ def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
             reasons.append("first line: a routine question for an agent")
     if _TIER_RANK[tier_floor] > _TIER_RANK[tier]:
         tier = tier_floor
-        if not inp.escalated and inp.reopen_count < ctx.reopen_second_line:
+        if not context_l2:
             reasons.append("second line: the signals above need an experienced agent")
     if threat:
         # The safety net: a threat or safety report is urgent and second line whatever its

@@ -146,11 +146,10 @@ def test_profanity_and_anger_raise_priority_not_tier() -> None:
 def test_repeated_failure_in_text_and_in_context() -> None:
     assert "repeated_failure" in d("这是第三次问了").risk_signals
     assert d("这是第三次问了").priority is Priority.important
-    once = d("快递到哪了", reopen_count=1)
-    assert (once.priority, once.tier) == (Priority.important, Tier.L1)
-    twice = d("快递到哪了", reopen_count=2)
-    assert (twice.priority, twice.tier) == (Priority.important, Tier.L2)
-    assert "repeated_failure" in twice.risk_signals
+    # the context's reopenings and their edges: tests/unit/test_router_context.py
+    three = d("快递到哪了", reopen_count=3)
+    assert (three.priority, three.tier) == (Priority.important, Tier.L2)
+    assert "repeated_failure" in three.risk_signals
 
 
 def test_not_received_only_counts_when_the_order_says_delivered() -> None:
@@ -164,11 +163,11 @@ def test_not_received_only_counts_when_the_order_says_delivered() -> None:
 
 
 def test_vip_and_order_value_raise_priority_one_step() -> None:
+    # the thresholds' edges (VIP 4 / 5, 4,999 / 5,000): tests/unit/test_router_context.py
     assert d("有货吗").priority is Priority.normal
-    assert d("有货吗", vip_level=3).priority is Priority.important
-    assert d("有货吗", vip_level=3).tier is Tier.L1  # a VIP is not left to the bot
-    assert d("取消订单", order_amount=Decimal(1000)).priority is Priority.important
-    assert d("取消订单", order_amount=Decimal(999)).priority is Priority.normal
+    assert d("有货吗", vip_level=5).priority is Priority.important
+    assert d("有货吗", vip_level=5).tier is Tier.L1  # a VIP is not left to the bot
+    assert d("取消订单", order_amount=Decimal(5000)).priority is Priority.important
     assert d("杯子碎了", vip_level=5).priority is Priority.urgent
     # VIP and a valuable order together still raise one step only
     both = d("取消订单", vip_level=5, order_amount=Decimal(9000))
@@ -248,7 +247,7 @@ def test_an_english_denial_does_not_deny_a_chinese_threat() -> None:
 def test_rules_file_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     custom = tmp_path / "rules.yaml"
     text = DEFAULT_RULES_FILE.read_text(encoding="utf-8")
-    custom.write_text(text.replace("  vip_level_raises: 3", "  vip_level_raises: 8"), "utf-8")
+    custom.write_text(text.replace("  vip_level_raises: 5", "  vip_level_raises: 8"), "utf-8")
     monkeypatch.setenv("ROUTER_RULES_FILE", str(custom))
     monkeypatch.setattr(domain, "_default", None)
     try:

@@ -14,11 +14,14 @@ from services.router.eval.report import load_rows
 
 CONTEXTS = [
     {},
-    {"vip_level": 3},
-    {"order_amount": Decimal("2000")},
-    {"order_amount": Decimal("2000.00"), "vip_level": 5},
-    {"reopen_count": 1},
+    {"vip_level": 4},
+    {"vip_level": 5},
+    {"order_amount": Decimal("4999")},
+    {"order_amount": Decimal("5000")},
+    {"order_amount": Decimal("5000.00"), "vip_level": 5},
     {"reopen_count": 2},
+    {"reopen_count": 3},
+    {"reopen_count": 4},
     {"escalated": True},
 ]
 

@@ -97,10 +97,10 @@ def test_an_angry_look_up_or_one_for_a_person_goes_to_first_line(text: str) -> N
 
 
 def test_a_valuable_customer_s_look_up_is_important_and_not_for_the_bot() -> None:
-    dec = decide(DecisionInput("我买的台灯发货了吗", vip_level=3))
+    dec = decide(DecisionInput("我买的台灯发货了吗", vip_level=5))
     assert (dec.priority, dec.tier) == (Priority.important, Tier.L1), dec.reasons
     assert "first line: a look-up, but important (the bot takes normal only)" in dec.reasons
-    dec = decide(DecisionInput("Has my blender shipped yet?", order_amount=Decimal(1500)))
+    dec = decide(DecisionInput("Has my blender shipped yet?", order_amount=Decimal(5000)))
     assert dec.tier is Tier.L1
 
 

@@ -81,7 +81,7 @@ def test_tie_order_must_name_every_category() -> None:
 
 
 def test_empty_term_and_bad_number() -> None:
-    msg = _refused(GOOD.replace("  vip_level_raises: 3", "  vip_level_raises: zero", 1))
+    msg = _refused(GOOD.replace("  vip_level_raises: 5", "  vip_level_raises: zero", 1))
     assert f":{_line_of(GOOD, 'vip_level_raises')}: context.vip_level_raises:" in msg
     msg = _refused(GOOD.replace("[拒付, 止付,", "['', 止付,", 1))
     assert "signals.chargeback.terms" in msg and "term 1 is empty" in msg

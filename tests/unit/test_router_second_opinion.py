@@ -124,7 +124,7 @@ def _raised_only(off: Classifier, clf: Classifier, inputs: Sequence[DecisionInpu
     """Decide every input under several contexts without and with the model: it only
     raises (``_assert_only_raised``); returns how many decisions it changed."""
     raised = 0
-    for ctx in ({}, {"vip_level": 5}, {"order_amount": Decimal(2000)}, {"reopen_count": 2}):
+    for ctx in ({}, {"vip_level": 5}, {"order_amount": Decimal(5000)}, {"reopen_count": 3}):
         for inp in inputs:
             inp = replace(inp, **ctx)  # type: ignore[arg-type]
             before, after = decide(inp, off), decide(inp, clf)

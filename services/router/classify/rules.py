@@ -116,10 +116,25 @@ class ContextRules(_Strict):
     order_number_default: Category | None = Field(
         default=None, description="the category of a message whose only clue is an order number"
     )
-    vip_level_raises: int = Field(default=3, ge=1)
-    order_amount_raises: Decimal = Field(default=Decimal(1000), gt=0)
-    reopen_important: int = Field(default=1, ge=1)
-    reopen_second_line: int = Field(default=2, ge=1)
+    vip_level_raises: int = Field(
+        default=5, ge=1, description="a VIP level from which priority is raised one step"
+    )
+    order_amount_raises: Decimal = Field(
+        default=Decimal(5000),
+        gt=0,
+        description="an order value from which priority is raised one step (once with a VIP)",
+    )
+    reopen_important: int = Field(
+        default=3,
+        ge=1,
+        description="how many times a conversation came back before it is at least important",
+    )
+    reopen_second_line: int = Field(
+        default=3,
+        ge=1,
+        description="how many times a conversation came back before L2 takes it (and it is at "
+        "least important: not below reopen_important)",
+    )
     anger_important: float = Field(default=1.0, gt=0)
     exclamations_per_anger: int = Field(default=3, ge=1)
     question_category: Category | None = Field(
@@ -365,7 +380,15 @@ def _conflicts(rules: RulesFile) -> Iterator[tuple[list[int | str], str]]:
             family = family.removeprefix(NOT_FAMILY)
             if family not in rules.families:
                 yield [*loc, j], f"no family named “{family}” (see families:)"
-    cq = rules.context.question_category
+    ctx = rules.context
+    if ctx.reopen_important > ctx.reopen_second_line:
+        yield (
+            ["context", "reopen_important"],
+            f"a conversation that L2 takes (came back {ctx.reopen_second_line} times,"
+            " reopen_second_line) is at least important too: reopen_important must not be"
+            f" above {ctx.reopen_second_line}",
+        )
+    cq = ctx.question_category
     if cq is not None and "question" not in rules.families:
         yield ["context", "question_category"], "needs a family named “question”"
     overlap = set(rules.tiers.bot_categories) & set(rules.tiers.second_line_categories)
