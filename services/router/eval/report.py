@@ -33,8 +33,8 @@ second studied English set by another author who never read the rules, ``en_thre
 (101 messages), is reported like ``en_threats.jsonl``, its misses shown. A fourth held-out
 English set by a fifth English author, ``en_fresh4.jsonl`` (90 messages), and a twelfth Chinese
 set, ``zh_fresh10.jsonl`` (100 messages by another such author), held out: summary lines only.
-An eleventh and a fourteenth Chinese set, ``zh_fresh9.jsonl`` and ``zh_fresh12.jsonl`` (120
-messages each, threat-dense), and a third English
+An eleventh, a thirteenth and a fourteenth Chinese set, ``zh_fresh9.jsonl``, ``zh_fresh11.jsonl``
+and ``zh_fresh12.jsonl`` (120 messages each, threat-dense), and a third English
 ones, ``en_threats3.jsonl``, ``en_threats4.jsonl`` and ``en_threats5.jsonl`` (120 messages each,
 threat-dense), are studied.
 """
@@ -95,6 +95,9 @@ FRESH8_FILES = ("zh_fresh8.jsonl",)
 # An eleventh, written in session 9 by a sixth author who never read the rules: studied (its
 # misses shown), like the sixth.
 FRESH9_FILES = ("zh_fresh9.jsonl",)
+# A thirteenth (session 9), threat-dense, older and rural buyers and dialects, by another author
+# who never read the rules: studied (its misses shown).
+FRESH11_FILES = ("zh_fresh11.jsonl",)
 # A fourteenth (session 9), threat-dense, young urban buyers' slang, by another author who never
 # read the rules: studied (its misses shown).
 FRESH12_FILES = ("zh_fresh12.jsonl",)
@@ -356,6 +359,7 @@ def main(argv: Sequence[str] = ()) -> int:
         ("tenth set", "tenth", FRESH8_FILES),
         ("eleventh set", "eleventh", FRESH9_FILES),
         ("twelfth set", "", FRESH10_FILES),
+        ("13th set", "13th", FRESH11_FILES),
         ("14th set", "14th", FRESH12_FILES),
         ("en threats", "en-threats", EN_THREATS_FILES),
         ("en threats2", "en-threats2", EN_THREATS2_FILES),
