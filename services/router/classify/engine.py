@@ -571,10 +571,10 @@ class Classifier:
         if len(present) + len(denied_too) > 1:
             either = {**denied_too, **present} if denied_too else present
             together = self._together
-            for first in either:
-                for group, gset, (kind, name, weight), keep_denied, absent in together.get(
-                    first, ()
-                ):
+            # Only the families that begin a group, told in C (most families present begin
+            # none: a guard, a question word, a second member), in the same order.
+            for first in filter(together.__contains__, either):
+                for group, gset, (kind, name, weight), keep_denied, absent in together[first]:
                     seen = either if keep_denied else present
                     if first in seen and seen.keys() >= gset and present.keys().isdisjoint(absent):
                         term = "+".join(seen[f] for f in group)
