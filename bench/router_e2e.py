@@ -20,8 +20,10 @@ On its own embedded PostgreSQL and Kafka-protocol broker (free ports), in one ru
      (PostgreSQL timestamps), and to the moment the outbox is empty (every routed event
      acknowledged by the broker). Start-up (imports, dictionary, group joins) is not in the
      figure: it is a one-off of a long-running service.
-Prints msgs/s of each and the router's ratio to the baseline. The machine is shared by
-other engineers' work: figures are noisy; compare the ratio.
+Prints msgs/s of each and the router's ratio to the baseline, and the CPU time the router,
+PostgreSQL and the broker used per routed message from the burst to the empty outbox
+(process trees; less moved by other work on the machine than msgs/s). The machine is
+shared by other engineers' work: figures are noisy; compare the ratio.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from intake.bench import tree_cpu
 from router_decide import CLOSERS, OPENERS
 
 from services.router.eval.report import load_rows
@@ -152,8 +155,10 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes], tmp: Path) -> None
 
 
 async def router(
-    dsn: str, bootstrap: str, records: list[tuple[bytes, bytes]], tmp: Path
-) -> tuple[float, float, int]:
+    dsn: str, bootstrap: str, records: list[tuple[bytes, bytes]], tmp: Path, others: dict[str, int]
+) -> tuple[float, float, int, dict[str, float]]:
+    """Decided/s, routed/s, tickets assigned, and CPU µs per routed message of the router
+    and of ``others`` (name: pid of a process tree) from the burst to the empty outbox."""
     n = len(records)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     assert pool is not None
@@ -180,6 +185,8 @@ async def router(
     )
     try:
         await wait_ready(f"http://127.0.0.1:{port}", proc, tmp)
+        trees = {"router": proc.pid, **others}
+        cpu_before = {k: tree_cpu(v) for k, v in trees.items()}
         await produce(bootstrap, records, MESSAGES.name)
         deadline = time.monotonic() + 600
         while True:
@@ -191,6 +198,7 @@ async def router(
                 raise RuntimeError(f"router stopped or too slow; see {tmp / 'router.log'}")
             await asyncio.sleep(0.05)
         finished = await pool.fetchval("SELECT clock_timestamp()")
+        cpu = {k: (tree_cpu(v) - cpu_before[k]) / n * 1e6 for k, v in trees.items()}
         row = await pool.fetchrow(
             "SELECT min(decided_at) AS first, max(decided_at) AS last FROM router_decisions"
         )
@@ -200,7 +208,7 @@ async def router(
         )
         decide_rate = n / max((row["last"] - row["first"]).total_seconds(), 1e-9)
         publish_rate = n / max((finished - row["first"]).total_seconds(), 1e-9)
-        return decide_rate, publish_rate, assigned
+        return decide_rate, publish_rate, assigned, cpu
     finally:
         proc.terminate()
         proc.wait(30)
@@ -237,17 +245,31 @@ async def run(n: int, unique: bool) -> None:
         # ~160/s whatever N: the first EACH_MAX records say it (keeps the locked run short)
         each = await baseline(broker.bootstrap, min(n, EACH_MAX), one_at_a_time=True)
         print(f"  same, ack+commit one at a time    : {each:9.0f} msgs/s  (first {EACH_MAX})")
-        decided, published, assigned = await router(pg.dsn, broker.bootstrap, records, tmp)
+        assert pg.proc is not None and broker.proc is not None
+        others = {"PostgreSQL": pg.proc.pid, "broker": broker.proc.pid}
+        decided, published, assigned, cpu = await router(
+            pg.dsn, broker.bootstrap, records, tmp, others
+        )
         print(f"  router (consume, decide, persist) : {decided:9.0f} msgs/s")
         print(f"  router incl. routed events acked  : {published:9.0f} msgs/s")
         print(f"  ratio router / raw loop           : {published / raw:9.3f}")
         print(f"  tickets assigned to an agent      : {assigned} of {n}")
+        print(
+            "  CPU per routed message            : "
+            + ", ".join(f"{k} {v:.0f} µs" for k, v in cpu.items())
+            + " (the broker's includes taking the burst)"
+        )
         print("  target >= 3000 routed/s end to end; figures noisy (machine shared)")
         from tools.bench_summary import write_result
 
         write_result(
             "router_e2e_unique" if unique else "router_e2e",
-            {"routed/s (events acked)": published, "decided/s": decided, "assigned": assigned},
+            {
+                "routed/s (events acked)": published,
+                "decided/s": decided,
+                "assigned": assigned,
+                **{f"{k} CPU µs/message": v for k, v in cpu.items()},
+            },
             {"raw aiokafka loop/s": raw, "one at a time/s": each},
             ">= 3000 routed/s end to end",
         )
