@@ -23,13 +23,13 @@ from services.intake.adapters.generic import GenericWebhookV1
 from services.intake.backpressure import Limits, LoadGuard
 from services.intake.batcher import GroupCommitter
 from services.intake.domain import PRODUCER, EventIds, invalid_fields, to_stored
-from services.intake.heap import freeze_startup_heap
 from services.intake.problems import PROBLEM_RESPONSES, problem
 from services.intake.relay import POLL_SECONDS
 from services.intake.settings import IntakeSettings
 from services.intake.store import LOG, accept
 from shared import metrics
 from shared.events import utcnow
+from shared.heap import freeze_startup_heap
 from shared.logging import get_logger
 from shared.service import Runtime, create_app
 from shared.signing import SignatureError
@@ -61,7 +61,7 @@ def build_adapters(settings: IntakeSettings) -> dict[str, SourceAdapter]:
 def build_worker() -> IntakeApp:
     """A worker of ``python -m services.intake``: its outbox relay runs in a process of its
     own (``services/intake/relay.py``), and its start-up heap is frozen once the pool is
-    connected (``services/intake/heap.py``: no full collection walks it under load)."""
+    connected (``shared/heap.py``: no full collection walks it under load)."""
     app = build(relay_elsewhere=True)
 
     async def _freeze() -> None:

@@ -27,10 +27,10 @@ import sys
 import threading
 
 from services.intake.domain import PRODUCER
-from services.intake.heap import freeze_startup_heap
 from services.intake.settings import IntakeSettings
 from services.intake.store import LOG
 from shared import metrics
+from shared.heap import freeze_startup_heap
 from shared.logging import get_logger, setup_logging
 from shared.service import make_relay
 

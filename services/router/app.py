@@ -43,6 +43,7 @@ from shared.events import (
     MessageKind,
     Tier,
 )
+from shared.heap import freeze_startup_heap
 from shared.kafka import PermanentError, consume, raw_records, subscriber_options
 from shared.logging import correlation, get_logger
 from shared.service import Runtime, create_app
@@ -53,6 +54,13 @@ log = get_logger(__name__)
 
 POISON = (asyncpg.DataError, PermanentError)
 """Faults of the message itself (PostgreSQL refuses a value): retrying cannot help."""
+
+YOUNG_GC_THRESHOLD = 50_000
+"""Net allocations between collections of the youngest generation (Python's default: 700).
+A batch of 500 never-seen messages allocates hundreds of thousands of short-lived objects;
+at 700, collections caught many of them alive and promoted them, and the full collections
+that followed (60-80 ms each, walking the rules and the classifier's caches) took about a
+tenth of the router's wall time (docs/router.md, "Where the time goes")."""
 
 
 def count(*outs: Outcome) -> None:
@@ -283,4 +291,19 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         )
         return {"ticket": dict(row), "decisions": [dict(d) for d in decisions]}
 
+    return app
+
+
+def build_process(settings: RouterSettings) -> FastAPI:
+    """The app of ``python -m services.router``: ``build``, and once the pool is connected
+    (rules, dictionaries and models loaded) its start-up heap frozen and the youngest
+    generation collected less often (``YOUNG_GC_THRESHOLD``, ``shared/heap.py``). Not in
+    ``build``: tests build apps in their own process."""
+    app = build(settings)
+
+    async def _freeze() -> None:
+        frozen = freeze_startup_heap(young_threshold=YOUNG_GC_THRESHOLD)
+        log.info("start-up heap frozen", objects=frozen, young_threshold=YOUNG_GC_THRESHOLD)
+
+    app.state.runtime.on_ready(_freeze)
     return app
