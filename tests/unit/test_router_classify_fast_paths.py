@@ -180,3 +180,69 @@ def test_pinyin_typed_syllable_by_syllable_is_joined_as_the_long_way_joins_it(
     tokens = _CLF.tokenizer.tokens_of(stripped, has_order)
     joined = _CLF._join_syllables(tokens.words) if tokens.language != "en" else tokens.words
     assert _CLF.classify(text).tokens.words == joined
+
+
+# Family words whole, denials (firm and others), filler words, things and words that match
+# nothing: what ``_family_words`` and the denial look reach.
+_FAMILY_WORDS = sorted(
+    set(list(_CLF._fam_words)[:30])
+    | set(list(_CLF._firm)[:5])
+    | set(list(_CLF._neg)[:8])
+    | set(list(_CLF._neg_skip)[:5])
+    | set(list(_CLF._things)[:5])
+    | {"-", "xyz", "退款"}
+)
+
+
+def _family_words_long(words: Sequence[str]) -> dict[str, str]:
+    """``_family_words`` the long way: every word of the message tried in turn."""
+    present: dict[str, str] = {}
+    for i, w in enumerate(words):
+        if w not in _CLF._fam_words:
+            continue
+        before = _CLF._denier(tuple(words), i) if i else ""
+        if _CLF._firm and i and before in _CLF._firm:
+            continue
+        if i < len(words) - 1 and (
+            words[i + 1] in _CLF._things
+            or (words[i + 1] == "-" and _CLF._thing_after(tuple(words), i + 1))
+        ):
+            continue
+        for fname in _CLF._fam_word[w]:
+            present.setdefault(fname, w)
+    return present
+
+
+@given(st.lists(st.sampled_from(_FAMILY_WORDS), max_size=10))
+def test_whole_family_words_are_found_as_the_long_way_finds_them(words: list[str]) -> None:
+    """``_family_words`` visits only the family words (picked in C), and ``_classify``
+    calls it only when there is one (told in C); the long way tries every word."""
+    present: dict[str, str] = {}
+    _CLF._family_words(tuple(words), _CLF._fam_words.intersection(words), present)
+    assert present == _family_words_long(words)
+
+
+@given(st.lists(st.sampled_from(_FAMILY_WORDS), min_size=1, max_size=8), st.data())
+def test_a_word_after_no_denial_or_filler_word_is_not_denied(
+    words: list[str], data: st.DataObject
+) -> None:
+    """``_classify`` tells a match at the start of a word not denied without calling
+    ``_denied_in`` when the word before is no denial and no filler word (or there is none)."""
+    i = data.draw(st.integers(0, len(words) - 1))
+    if not (i and words[i - 1] in _CLF._deniable):
+        for intent_only in (False, True):
+            assert not _CLF._denied_in(tuple(words), i, 0, intent_only)
+            assert not _CLF._denied(tuple(words), i, intent_only)
+
+
+def test_the_category_is_the_highest_score_a_tie_to_the_first_in_tie_order() -> None:
+    """``_classify`` picks the category without a key function per category: the same as
+    the highest score, a tie to the first in ``tie_order``."""
+    rank = _CLF._rank
+    ties = 0
+    for row in load_rows(STUDIED_FILES):
+        c = _CLF.classify(row.text)
+        if c.scores:
+            assert c.category == min(c.scores, key=lambda k: (-c.scores[k], rank[k]))
+            ties += len(c.scores) > 1 and len(set(c.scores.values())) < len(c.scores)
+    assert ties > 0  # ties were met, not only single categories

@@ -550,7 +550,11 @@ class Classifier:
             for off, width, name, word, target in parts:
                 if target is None:  # a family word
                     if name not in present:
-                        if not self._denied_in(words, i, off, False, width):
+                        # not denied when it begins a word after no denial or filler word
+                        # (told without a call, as in the rule scan above)
+                        if (off == 0 and not (i and words[i - 1] in deniable)) or not (
+                            self._denied_in(words, i, off, False, width)
+                        ):
                             present[name] = word
                         else:
                             denied_too.setdefault(name, word)
@@ -565,9 +569,10 @@ class Classifier:
                 seen_terms.add(name)
                 denied = self._denied_in(words, i, off, kind == "c")
                 found.append((Hit(kind, sname, weight, name), denied))
-        fam_hits = self._fam_words.intersection(words)
-        if fam_hits:
-            self._family_words(words, fam_hits, present)
+        # Whole-word family words (English, abbreviations): told in C without building a set
+        # for the many messages that have none.
+        if not self._fam_words.isdisjoint(words):
+            self._family_words(words, self._fam_words.intersection(words), present)
         if len(present) + len(denied_too) > 1:
             either = {**denied_too, **present} if denied_too else present
             together = self._together
@@ -588,6 +593,7 @@ class Classifier:
         cat_terms: dict[Category, list[str]] = {}
         signals: list[RiskHit] = []
         seen_signals: set[str] = set()
+        threat = False  # whether a signal found is a threat or safety report
         anger = toks.exclamations // self._per_anger
         anger_f = float(anger)
         categories = self._categories
@@ -610,6 +616,7 @@ class Classifier:
                 continue  # a look-up with a problem reported or a person asked to act: none
             seen_signals.add(h.name)
             signals.append(RiskHit(h.name, srule, h.term.rstrip("*")))
+            threat = threat or srule.threat
             anger_f += srule.anger
             if srule.category is not None and srule.weight:
                 scores[srule.category] = scores.get(srule.category, 0.0) + srule.weight
@@ -633,13 +640,15 @@ class Classifier:
             cat_terms[self._question] = [f"a question (“{present['question']}”)"]
         if len(scores) == 1:
             [category] = scores
-        elif scores:
-            rank = self._rank
-            category = min(scores, key=lambda c: (-scores[c], rank[c]))
+        elif scores:  # the highest score, a tie to the first in ``tie_order``
+            best = max(scores.values())
+            top = [c for c, v in scores.items() if v == best]
+            category = top[0] if len(top) == 1 else min(top, key=self._rank.__getitem__)
         else:
             category = Category.other
+        terms = cat_terms.get(category, ())
         opinion = None
-        if not (signals and any(h.rule.threat for h in signals)):
+        if not threat:
             if toks.language != "en":
                 if self._scorer is not None:
                     opinion = self._scorer.read(words)
@@ -647,7 +656,8 @@ class Classifier:
                 opinion = self._scorer_en.read(words)
         return Classification(
             category,
-            tuple(dict.fromkeys(cat_terms.get(category, ()))),
+            # each term once, in order (a dictionary only where there are two or more)
+            tuple(dict.fromkeys(terms) if len(terms) > 1 else terms),
             scores,
             tuple(signals),
             anger_f,

@@ -142,13 +142,28 @@ class Scorer:
     not, so a new message costs a look-up per word and one character pair per word
     boundary, not a slice per character)."""
 
-    __slots__ = ("_bounded", "_cut", "_get", "_pair_room", "_pairs", "_rooms", "_words", "model")
+    __slots__ = (
+        "_below",
+        "_bias",
+        "_bounded",
+        "_cut",
+        "_get",
+        "_pair_room",
+        "_pairs",
+        "_rooms",
+        "_words",
+        "model",
+    )
 
     def __init__(self, model: ThreatModel) -> None:
         self.model = model
         self._get = model.weights.get
         p = model.threshold
         self._cut = math.log(p / (1.0 - p))
+        # Read on every message as plain values: a bound below this leaves the message below
+        # the threshold.
+        self._bias = model.bias
+        self._below = self._cut - _MARGIN
         self._words: PerWord[_WordGrams] = PerWord(self._word)
         # Each word's room alone, so that a message's rooms are summed in C:
         # ``sum(map(rooms.__getitem__, words))``.
@@ -219,9 +234,11 @@ class Scorer:
         actually at each boundary (``paired``, a loop in Python, with no set built); a
         message that passes both has its n-grams gathered and summed plainly, and only one
         that may reach the threshold is summed exactly."""
-        if self.upper(words) < self._cut - _MARGIN:
+        below = self._below
+        # ``upper`` written out here (a call less on every message)
+        if self._bounded and self._bias + sum(map(self._rooms.__getitem__, words)) < below:
             return None
-        if self._bounded and self.paired(words) < self._cut - _MARGIN:
+        if self._bounded and self.paired(words) < below:
             return None
         grams = self.grams(words)
         # A plain sum first (in C, far cheaper than fsum): its rounding is far below the
