@@ -66,7 +66,7 @@ eval-router: $(STAMP) ## Router classification vs the labelled set: per-category
 train-router: $(STAMP) ## Retrain the router's threat second opinions (character n-grams, scikit-learn) on the studied evaluation sets, Chinese and English, print their cross-validated figures and write services/router/classify/threat_model.json and threat_model_en.json (deterministic)
 	$(BIN)/python -m services.router.eval.train_threat
 
-bench-router-decide: $(STAMP) ## Benchmark: pure routing decisions/s on one core (uncached, never-repeating and cached texts) vs a bare rjieba cut of the same texts (BENCH_SECONDS)
+bench-router-decide: $(STAMP) ## Benchmark: pure routing decisions/s on one core (uncached, never-repeating and cached texts) vs a bare rjieba cut of the same texts, heap as the service sets it (BENCH_SECONDS; BENCH_GC=python: Python's collector as it comes)
 	$(BIN)/python bench/router_decide.py
 
 bench-router: bench-router-decide ## Benchmark: pure decisions/s, then end-to-end routed/s (consume, decide, persist, publish) vs a raw aiokafka loop (BENCH_MESSAGES; BENCH_TEXTS=unique: texts never seen)

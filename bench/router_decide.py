@@ -17,6 +17,11 @@ Measures, in the same process and run, pinned to one CPU:
 and prints each figure with its ratio to the baseline. The texts are the evaluation set's
 621 messages (Chinese and English) with their context. The machine is shared: figures are
 noisy, compare the ratios.
+
+The heap is set up as ``python -m services.router`` sets it up once started: the start-up
+heap (rules, dictionaries, models) frozen and the youngest generation collected every
+``YOUNG_GC_THRESHOLD`` net allocations (``shared/heap.py``); ``BENCH_GC=python`` leaves
+Python's collector as it comes (700 allocations, nothing frozen), to compare.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from dataclasses import replace
 
 import rjieba
 
+from services.router.app import YOUNG_GC_THRESHOLD
 from services.router.domain import decide, default_classifier
 from services.router.eval.report import load_rows
+from shared.heap import freeze_startup_heap
 
 # Openers and closers customers add around the same request: with them, every message of
 # the "never repeat" stream is a text the router has not seen, of about the same length.
@@ -104,6 +111,14 @@ def main() -> int:
     texts = [r.text for r in rows]
     clf = default_classifier()
     cutter = rjieba.Jieba()
+    if os.environ.get("BENCH_GC", "service") == "python":
+        heap = "Python's collector as it comes (BENCH_GC=python)"
+    else:
+        frozen = freeze_startup_heap(young_threshold=YOUNG_GC_THRESHOLD)
+        heap = (
+            f"start-up heap frozen ({frozen:,} objects), youngest generation collected every"
+            f" {YOUNG_GC_THRESHOLD:,} allocations, as the service"
+        )
     chunk = 500
     rng = random.Random(7)
 
@@ -165,6 +180,7 @@ def main() -> int:
     warm = _rate(decisions, seconds)
     print(f"router decide() benchmark: {len(texts)} evaluation messages, one process {where},")
     print(f"{seconds:g} s per measurement (shared machine: figures are noisy, ratios less so)")
+    print(f"heap: {heap}")
     print(f"  baseline bare rjieba cut of the texts          {base:>10,.0f} texts/s      1.00x")
     lines = [
         ("UNCACHED: text caches off, same 621 texts", cold, base),
