@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.router.classify import Classifier, load_rules
@@ -246,3 +246,25 @@ def test_the_category_is_the_highest_score_a_tie_to_the_first_in_tie_order() -> 
             assert c.category == min(c.scores, key=lambda k: (-c.scores[k], rank[k]))
             ties += len(c.scores) > 1 and len(set(c.scores.values())) < len(c.scores)
     assert ties > 0  # ties were met, not only single categories
+
+
+def _prepare_long(text: str) -> tuple[str, bool]:
+    """``Tokenizer.prepare`` the long way: the number-span search, then the six-digit one."""
+    norm = Tokenizer.normalise(text)
+    if text_module._NUMBER_SPAN.search(norm):
+        norm = text_module._NUMBER_SPAN.sub(text_module._numbers, norm)
+    elif not text_module._SIX_DIGITS.search(norm):
+        return norm.strip(), False
+    stripped, n_orders = text_module._ORDER_NO.subn(" ", norm)
+    return stripped.strip(), n_orders > 0
+
+
+@given(st.text(alphabet="0123456789 一二幺零〇\u0663\u0664x你#", max_size=14))
+@example("订单\u0663\u0664\u0663\u0664\u0663\u0664")  # six digits of another script
+@example("幺二三幺五 12 3 15")
+def test_one_search_tells_a_number_span_or_six_digits(text: str) -> None:
+    """``prepare`` looks for a number span or six digits (also other scripts' digits) in one
+    search, and for each only when it finds either."""
+    either = text_module._NUMBER_SPAN.search(text) or text_module._SIX_DIGITS.search(text)
+    assert (text_module._NUMBERS_OR_SIX.search(text) is not None) == (either is not None)
+    assert _TOKENIZER.prepare(text) == _prepare_long(text)

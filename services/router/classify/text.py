@@ -43,6 +43,13 @@ _NUMBER_FORMS = re.compile(r"[零〇幺一二三四五六七八九]{3,}|(?<!\d)\
 # Where one may be (three or more digits, Chinese digits or spaces in a row): a cheap first
 # look (a leading character class), the exact forms only inside what it finds.
 _NUMBER_SPAN = re.compile(r"[0-9零〇幺一二三四五六七八九][0-9零〇幺一二三四五六七八九 ]{2,}")
+# Whether a text has either (a number span or six digits), in one search: the first
+# character from the union of their first characters (a leading character class), then
+# the one whose first character it is. Most messages have neither: one search instead of two.
+_NUMBERS_OR_SIX = re.compile(
+    r"[0-9零〇幺一二三四五六七八九\d]"
+    r"(?:(?<=[0-9零〇幺一二三四五六七八九])[0-9零〇幺一二三四五六七八九 ]{2,}|(?<=\d)\d{5})"
+)
 
 
 def _number(m: re.Match[str]) -> str:
@@ -237,6 +244,8 @@ class Tokenizer:
         """Normalised text (numbers read as digits) without order numbers, and whether it
         quoted one."""
         norm = self.normalise(text)
+        if _NUMBERS_OR_SIX.search(norm) is None:  # neither a number span nor an order number
+            return norm.strip(), False
         if _NUMBER_SPAN.search(norm):
             norm = _NUMBER_SPAN.sub(_numbers, norm)
         elif not _SIX_DIGITS.search(norm):  # no order number: a cheaper search than its own
