@@ -23,6 +23,8 @@ from shared.events import (
     AuthorRole,
     Channel,
     Envelope,
+    EscalationEvent,
+    EscalationReason,
     MessageEvent,
     MessageKind,
     SlaEvent,
@@ -110,6 +112,18 @@ def message_event(
         author_role=role,
         text=text,
         received_at=received_at or max(at, now),
+    )
+
+
+def escalation_event(ticket: str, reason: EscalationReason) -> EscalationEvent:
+    """An escalation of ``ticket`` as sla_watch publishes it, with a fresh id."""
+    return EscalationEvent(
+        correlation_id=ticket,
+        producer="sla_watch",
+        escalation_id=uid("esc"),
+        ticket_id=ticket,
+        conversation_id="conv-" + ticket,
+        reason=reason,
     )
 
 

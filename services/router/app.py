@@ -200,9 +200,13 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
             time.perf_counter() - started
         )
 
-    async def deadletter_record(rec: Any, error: str, reason: str) -> None:
-        await dead.record(deadletter.event(PRODUCER, rec.topic, rec.key, rec.value, reason, error))
-        metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, "deadletter").inc()
+    async def deadletter_record(
+        rec: Any, error: str, reason: str, topic: str = MESSAGES.name, cid: str | None = None
+    ) -> None:
+        await dead.record(
+            deadletter.event(PRODUCER, rec.topic, rec.key, rec.value, reason, error, cid)
+        )
+        metrics.CONSUMED.labels(PRODUCER, topic, "deadletter").inc()
 
     async def handle_escalation(ev: EscalationEvent) -> str:
         if not ev.reason.value.endswith("_breached"):
@@ -213,6 +217,41 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         count(out)
         log.info("escalated to L2", ticket_id=ev.ticket_id, reason=ev.reason.value)
         return "ok"
+
+    async def handle_escalations(records: tuple[Any, ...]) -> None:
+        """A batch of cs.escalations.v1 records, one after another, and ONE offset commit.
+        Most are the router's own routed_to_l2 notices (one per urgent L2 decision), read
+        one at a time before: a FastStream dispatch, a worker-thread hop and an offset
+        commit each. Poison is dead-lettered as ``consume`` does; any other fault raises
+        and the batch is redelivered (an escalation applied twice is ignored: the ticket
+        is already L2)."""
+        started = time.perf_counter()
+        outcomes: Counter[str] = Counter()
+        for rec in records:
+            try:
+                ev = EscalationEvent.model_validate_json(rec.value or b"")
+            except ValidationError as exc:
+                log.warning("invalid event dead-lettered", topic=ESCALATIONS.name)
+                await deadletter_record(rec, str(exc), "invalid_schema", ESCALATIONS.name)
+                continue
+            with correlation(ev.correlation_id):
+                try:
+                    outcomes[await handle_escalation(ev)] += 1
+                except PermanentError as exc:
+                    log.warning("event dead-lettered", reason=exc.reason, error=str(exc))
+                    await deadletter_record(
+                        rec, str(exc), exc.reason, ESCALATIONS.name, ev.correlation_id
+                    )
+                except Exception:
+                    metrics.CONSUMED.labels(PRODUCER, ESCALATIONS.name, "error").inc()
+                    log.exception("handler failed; batch will be redelivered")
+                    await asyncio.sleep(0.5)  # retry backoff for a transient fault
+                    raise
+        for outcome, n in outcomes.items():
+            metrics.CONSUMED.labels(PRODUCER, ESCALATIONS.name, outcome).inc(n)
+        metrics.PROCESSING_SECONDS.labels(PRODUCER, ESCALATIONS.name).observe(
+            time.perf_counter() - started
+        )
 
     if settings.batch_max_records > 1:
 
@@ -237,10 +276,14 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
 
     @broker.subscriber(  # type: ignore[untyped-decorator]
         ESCALATIONS.name,
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        decoder=raw_records,
         **subscriber_options(settings.escalations_group_id, runtime.tracker()),
     )
-    async def on_escalation(message: KafkaMessage) -> None:
-        await consume(dead, ESCALATIONS, message, EscalationEvent, handle_escalation)
+    async def on_escalations(records: Any) -> None:
+        await handle_escalations(records)
 
     async def seed() -> None:
         if settings.roster_seed_file:

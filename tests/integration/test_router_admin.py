@@ -103,13 +103,12 @@ async def test_sla_breach_on_kafka_moves_the_ticket_to_l2(service_env: Infra) ->
     from services.router.store import record_decision
     from shared.events import (
         Category,
-        EscalationEvent,
         EscalationReason,
         Priority,
         Tier,
     )
     from shared.topics import ESCALATIONS, ROUTED
-    from tests.helpers import TopicReader, publish_event
+    from tests.helpers import TopicReader, escalation_event, publish_event
     from tests.integration.test_router_assignment import LIMITS, msg
 
     group = uid("router-esc")
@@ -136,17 +135,7 @@ async def test_sla_breach_on_kafka_moves_the_ticket_to_l2(service_env: Infra) ->
         # The router's own routed_to_l2 notices on the same topic are not escalations to act on.
         for reason in (EscalationReason.routed_to_l2, EscalationReason.first_response_breached):
             await publish_event(
-                app.state.runtime.broker,
-                ESCALATIONS,
-                ticket,
-                EscalationEvent(
-                    correlation_id=ticket,
-                    producer="sla_watch",
-                    escalation_id=uid("esc"),
-                    ticket_id=ticket,
-                    conversation_id="conv-" + ticket,
-                    reason=reason,
-                ),
+                app.state.runtime.broker, ESCALATIONS, ticket, escalation_event(ticket, reason)
             )
         [moved] = await routed.wait_for(
             lambda r: r["ticket_id"] == ticket and r["tier"] == "L2", timeout=30

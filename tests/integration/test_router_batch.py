@@ -21,6 +21,7 @@ from services.router.settings import RouterSettings
 from services.router.store import record_decisions_in
 from shared.events import (
     Category,
+    EscalationReason,
     MessageEvent,
     Priority,
     RoutedEvent,
@@ -28,8 +29,16 @@ from shared.events import (
     dump,
     utcnow,
 )
-from shared.topics import DEADLETTER, MESSAGES
-from tests.helpers import Infra, TopicReader, message_event, serving, uid, wait_ready
+from shared.topics import DEADLETTER, ESCALATIONS, MESSAGES
+from tests.helpers import (
+    Infra,
+    TopicReader,
+    escalation_event,
+    message_event,
+    serving,
+    uid,
+    wait_ready,
+)
 
 LIMITS = {Priority.urgent: 30.0, Priority.important: 30.0, Priority.normal: 30.0}
 
@@ -38,6 +47,16 @@ def msg(ticket: str, *, text: str = "where is my parcel", ago: float = 0.0) -> M
     return message_event(
         ticket, text=text, shop="shop-batch", received_at=utcnow() - timedelta(seconds=ago)
     )
+
+
+async def send(bootstrap: str, topic: str, key: bytes, records: list[bytes]) -> None:
+    """Write ``records`` with one key (one partition, in order) and wait for the acks."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, r, key=key) for r in records])
+    finally:
+        await producer.stop()
 
 
 def decision(skill: str, priority: Priority = Priority.normal) -> Decision:
@@ -136,16 +155,8 @@ async def test_poison_message_is_deadlettered_and_the_rest_of_the_batch_routed(
         TopicReader(service_env.bootstrap, DEADLETTER.name) as dead,
     ):
         await wait_ready(url)
-        producer = AIOKafkaProducer(bootstrap_servers=service_env.bootstrap, linger_ms=20)
-        await producer.start()
-        try:
-            sends = [
-                await producer.send(MESSAGES.name, dump(msg(t)), key=b"same-partition")
-                for t in (good[0], bad, good[1], good[2])
-            ]
-            await asyncio.gather(*sends)
-        finally:
-            await producer.stop()
+        records = [dump(msg(t)) for t in (good[0], bad, good[1], good[2])]
+        await send(service_env.bootstrap, MESSAGES.name, b"same-partition", records)
         deadline = time.monotonic() + 30
         while await pool.fetchval(
             "SELECT count(*) FROM router_decisions WHERE ticket_id = ANY($1)", good
@@ -163,3 +174,57 @@ async def test_poison_message_is_deadlettered_and_the_rest_of_the_batch_routed(
         DEADLETTER.name,
     )
     assert any(bad.rstrip("\x00").encode() in r["payload"] for r in kept)
+
+
+async def test_escalations_in_one_batch_poison_deadlettered_and_the_breach_applied(
+    service_env: Infra, pool: asyncpg.Pool
+) -> None:
+    """cs.escalations.v1 is read in batches: an unreadable record is dead-lettered, the
+    router's own routed_to_l2 notice ignored and a breach after them (same partition, so
+    in the same or a later batch) moves the ticket to L2."""
+    group = uid("router-escb")
+    app = build(RouterSettings(group_id=group, escalations_group_id=group + "-esc"))
+    skill = uid("sk").replace("-", "_")
+    l1, l2 = uid("l1"), uid("l2")
+    ticket = uid("tke")
+    async with pool.acquire() as conn:
+        for agent_id, tier in ((l1, Tier.L1), (l2, Tier.L2)):
+            await upsert_agent(
+                conn, agent_id, AgentIn(tier=tier, skills=[skill], capacity=1, presence="online")
+            )
+        await record_decisions_in(conn, [(msg(ticket), decision(skill))], LIMITS)
+
+    records = [
+        b'{"not": "an escalation", "ticket": "' + ticket.encode() + b'"}',
+        dump(escalation_event(ticket, EscalationReason.routed_to_l2)),
+        dump(escalation_event(ticket, EscalationReason.first_response_breached)),
+    ]
+    async with (
+        serving(app) as url,
+        TopicReader(service_env.bootstrap, DEADLETTER.name) as dead,
+    ):
+        await wait_ready(url)
+        await send(service_env.bootstrap, ESCALATIONS.name, ticket.encode(), records)
+        found = await dead.wait_for(
+            lambda r: r.get("original_topic") == ESCALATIONS.name and ticket in r["payload"],
+            timeout=30,
+        )
+        deadline = time.monotonic() + 30
+        while (
+            await pool.fetchval("SELECT tier FROM router_tickets WHERE ticket_id = $1", ticket)
+        ) != "L2":
+            assert time.monotonic() < deadline, "the breach was not applied"
+            await asyncio.sleep(0.1)
+    assert found[0]["reason"] == "invalid_schema"
+    row = await pool.fetchrow(
+        "SELECT agent_id, priority FROM router_tickets WHERE ticket_id = $1", ticket
+    )
+    assert row is not None and row["agent_id"] == l2 and row["priority"] == "important"
+    escalated = await pool.fetchval(
+        "SELECT count(*) FROM router_history WHERE ticket_id = $1 AND action = 'escalated'",
+        ticket,
+    )
+    assert escalated == 1  # the notice changed nothing, the breach once
+    await pool.execute(
+        "UPDATE router_agents SET presence = 'offline' WHERE agent_id = ANY($1)", [l1, l2]
+    )
