@@ -55,6 +55,13 @@ log = get_logger(__name__)
 POISON = (asyncpg.DataError, PermanentError)
 """Faults of the message itself (PostgreSQL refuses a value): retrying cannot help."""
 
+ROUTED_PER_LINE = 50
+"""Routed messages per ``routed`` log line (each with its correlation id, ticket and
+decision: ``grep <correlation id>`` finds it). A line per message cost about 90 µs, as
+much as a decision, through structlog and the standard library's logging; a line of 50 is
+about 11 KB with 36-character ids, below the 16 KB at which container runtimes split log
+lines."""
+
 YOUNG_GC_THRESHOLD = 50_000
 """Net allocations between collections of the youngest generation (Python's default: 700).
 A batch of 500 never-seen messages allocates hundreds of thousands of short-lived objects;
@@ -131,6 +138,7 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         decided: Counter[tuple[str, str, str]] = Counter()
         done: list[Outcome] = []
         log_each = std_log.isEnabledFor(logging.INFO)  # cached by logging: a dict lookup
+        lines: list[dict[str, str | None]] = []
         for out, correlation_id in outs:
             if out is None:
                 continue
@@ -140,16 +148,20 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
                 continue
             decided[(routed.priority.value, routed.tier.value, routed.category.value)] += 1
             if log_each:
-                log.info(
-                    "routed",
-                    correlation_id=correlation_id,
-                    ticket_id=routed.ticket_id,
-                    category=routed.category.value,
-                    priority=routed.priority.value,
-                    tier=routed.tier.value,
-                    queue=routed.queue,
-                    agent_id=routed.agent_id,
+                lines.append(
+                    {
+                        "correlation_id": correlation_id,
+                        "ticket_id": routed.ticket_id,
+                        "category": routed.category.value,
+                        "priority": routed.priority.value,
+                        "tier": routed.tier.value,
+                        "queue": routed.queue,
+                        "agent_id": routed.agent_id,
+                    }
                 )
+        for i in range(0, len(lines), ROUTED_PER_LINE):
+            chunk = lines[i : i + ROUTED_PER_LINE]
+            log.info("routed", count=len(chunk), messages=chunk)
         count(*done)
         for labels, n in decided.items():
             metrics.ROUTER_DECISIONS.labels(*labels).inc(n)
