@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
 from decimal import Decimal
@@ -143,7 +144,8 @@ def test_a_threat_the_rules_miss_is_raised(off: Classifier, on: Classifier, text
     assert "threat" in after.risk_signals
     reason = next(r for r in after.reasons if "second opinion" in r)
     quoted = reason.split("(“", 1)[1].rstrip("”)").split("”, “")
-    assert quoted and all(g in text for g in quoted), reason
+    # the pairs are quoted as the model reads them: full-width punctuation half-width (了，: 了,)
+    assert quoted and all(g in unicodedata.normalize("NFKC", text) for g in quoted), reason
 
 
 @pytest.mark.parametrize("text", HARD_NEGATIVES)
@@ -245,7 +247,7 @@ def test_model_file_reads_back() -> None:
 # threat or a safety report and the English model does.
 EN_MISSED_BY_RULES = [
     "The bath toy we got from you leaked some blue liquid and my daughter's hands came up red"
-    " and itchy, we had to take her to the GP this morning.",
+    " and sore, we had to take her to the GP this morning.",
     "you sold me a fake watch and ignored four emails. My brother-in-law works at the local"
     " radio station and he is very interested in stories like this.",
 ]

@@ -26,7 +26,10 @@ choices): 105 of 141 threats read out of fold, 13 of 532 other rows raised. With
 (session 9): C = 0.3 for the Chinese model (``ZH_C``; the English one has its own,
 ``EN_C``): out of fold as many threats read as with C = 1 (161 of 199) and as many other rows
 raised (14 of 585), and none of the unit tests' look-alikes raised (C = 1 raised
-孩子的玩具掉下去了，找不到).
+孩子的玩具掉下去了，找不到). With ``zh_fresh11`` and ``zh_fresh12`` (session 10): C = 0.1, the only
+C of 0.1, 0.3, 1 and 3 that raises none of the unit tests' look-alikes (0.3 and 1 raise
+孩子的玩具掉下去了，找不到, 3 also 柜子塌了，差点把花瓶砸了); out of fold 260 of 310 threats read,
+17 of 705 other rows raised (0.3: 275, 1: 278, 3: 286 read, 17 raised each).
 
 An English second opinion is trained the same way on the studied English sets
 (``EN_STUDIED_FILES``: ``en_threats`` to ``en_threats5`` and the Bitext rows,
@@ -80,6 +83,8 @@ STUDIED_FILES = (
     "zh_fresh4.jsonl",
     "zh_fresh8.jsonl",
     "zh_fresh9.jsonl",
+    "zh_fresh11.jsonl",
+    "zh_fresh12.jsonl",
 )
 HELD_OUT = (
     "zh_fresh3.jsonl",
@@ -98,7 +103,9 @@ C = 1.0
 # The Chinese model's regularisation: with zh_fresh9 (session 9) C = 0.3 reads as many threats
 # out of fold as C = 1 (161 of 199, 14 of 585 other rows raised, both at 2.5 %) and raises
 # none of the unit tests' hand-written look-alikes (C = 1 raised 孩子的玩具掉下去了，找不到).
-ZH_C = 0.3
+# With zh_fresh11 and zh_fresh12 (session 10) C = 0.3 raises that look-alike too; C = 0.1 none
+# (260 of 310 threats read out of fold, 0.3: 275; 17 of 705 other rows raised by both).
+ZH_C = 0.1
 MAX_FALSE_RAISE_RATE = 0.025
 DECIMALS = 4
 # The English model: trained on the studied English sets; its false-raise rate is counted on
