@@ -341,6 +341,16 @@ def test_more_new_wordings_reach_second_line(text: str) -> None:
         "The mayor of our town loves your mugs, can I get 20 engraved?",
         "Casualty of the sale: the blue one sold out, any restock date?",
         "I want the shipping charge back, it was meant to be free",
+        # a substance asked about, a group or a body named in passing, a worn part of a thing
+        # that breaks, a payment party or an app named in passing (sixth round)
+        "Does the face cream contain mercury? I am pregnant.",
+        "Is there a group discount? I'd like to tell my book club",
+        "Can I pay with M-Pesa or Airtel Money?",
+        "Do you also deliver through DoorDash?",
+        "The heel broke off my boot after a week, can I get a new pair?",
+        "The shoulder strap broke on day two, can you send a new one?",
+        "Our MEP's office would like 20 mugs, can we get a quote?",
+        "I saw it in the community chat, is the blue one back in stock?",
     ],
 )
 def test_look_alikes_stay_below_second_line(text: str) -> None:
