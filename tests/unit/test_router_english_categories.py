@@ -137,6 +137,18 @@ def test_english_category_families(text: str, category: Category, tier: Tier) ->
         ("The delivery driver was so rude to my mum when she opened the door", C, L2),
         ("your support agent just laughed when I asked about my parcel", C, L2),
         ("I rang twice and the rep hung up on me both times", C, L2),
+        # ... talked over, accused, useless (sixth round)
+        ("The agent talked over me the whole call", C, L2),
+        ("your chat support was useless, three times the same pasted answer", C, L2),
+        # someone above asked for, a promise broken, told again to each new agent, an
+        # explanation demanded, scorn, a condescending name, custom taken elsewhere
+        ("Please pass this to your CEO, I am done with the chat", C, L2),
+        ("You promised me a refund by Monday and here we are", C, L2),
+        ("Every new agent makes me tell the story again", C, L2),
+        ("Nobody told me why the fee went up, I want an explanation", C, L2),
+        ("Two hours on hold, not good enough", C, L2),
+        ("The lady on the phone called me sweetie, I am 52", C, L2),
+        ("Keep this up and my orders go somewhere else", C, L2),
         # ... look-alike: staff praised
         ("your support agent was lovely, thanks for sorting my parcel", Category.logistics, L),
         # a receipt named is an invoice request, even for an order (a copy of one's own
