@@ -73,6 +73,31 @@ RULE_THREATS = {"threat_regulator", "threat_media", "threat_legal", "threat_plat
         ("泳圈漏气，孩子呛了好几口水", "safety"),
         ("按摩仪把我手臂夹住了，青了一块", "safety"),
         ("架子倒下来砸到我老公，还好躲开了", "safety"),
+        # the 13th and 14th sets' round (session 10): township and county bodies, village
+        # cadres, testing bodies and their acts; TV help programmes, a village's loudspeaker,
+        # the county's media centre, "the whole village"; boards and apps where people talk;
+        # banks by name and taking the money back; a brand's anti-counterfeit team; farm
+        # animals dead, an older relative hit, being made to vomit
+        ("这事我去司法所找人评理", "threat_regulator"),
+        ("再不给说法，我就去乡政府反映", "threat_regulator"),
+        ("我舅是村主任，他说要往上报", "threat_regulator"),
+        ("东西我送到计量所鉴定，假的就上报", "threat_regulator"),
+        ("我打了区长热线", "threat_regulator"),
+        ("发票有问题，我直接报稽查局", "threat_regulator"),
+        ("这事我准备去找疾控中心反映", "threat_regulator"),
+        ("我去县融媒体中心爆料", "threat_media"),
+        ("这事我要找帮女郎", "threat_media"),
+        ("这事要让全村的人都知道", "threat_media"),
+        ("我要在连登开个帖", "threat_media"),
+        ("视频我发到小宇宙上", "threat_media"),
+        ("脉脉上我要发个避雷", "threat_media"),
+        ("用农行卡付的，我去把钱拦回来", "chargeback"),
+        ("我找信用社撤销交易", "chargeback"),
+        ("品牌方那边我已经申请打假了", "threat_platform"),
+        ("鸭子吃了你们的饲料，死了一半", "safety"),
+        ("塘里的鱼全翻白了，就是用了你们的药", "safety"),
+        ("刀片飞出去，差点划到我外公", "safety"),
+        ("吃了两口才发现是洗衣凝珠，赶紧催吐", "safety"),
     ],
 )
 def test_a_chinese_threat_told_by_families_is_urgent_and_second_line(
@@ -125,6 +150,16 @@ def test_a_chinese_threat_told_by_families_is_urgent_and_second_line(
         "这台相机的曝光补偿在哪里调",
         "夜景下曝光度怎么设置",
         "评论区炸了，都说这价格跟打骨折一样",
+        # the 13th and 14th sets' round (session 10): a bank whose name holds a regulator
+        # word, a cadre or a body as a buyer, a group bought in, farm words with no death
+        "我用工商银行的卡付的，退款原路退回吗",
+        "我爸是村支书，想给村里买五十把椅子",
+        "我们协会要买一百个保温杯，能报个价吗",
+        "疾控中心要采购一批消毒液，能开专票吗",
+        "我要在群里拼团，能便宜点吗",
+        "这款投屏器能连电视吗",
+        "鱼缸的灯坏了，鱼倒是没事",
+        "蜂蜜好吃死了，还有货吗",
     ],
 )
 def test_a_chinese_look_alike_stays_low(text: str) -> None:
