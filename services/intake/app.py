@@ -111,6 +111,14 @@ def build(settings: IntakeSettings | None = None, *, relay_elsewhere: bool = Fal
         )
         runtime.on_stop(committer.close)
     event_ids = EventIds()
+    # Per-webhook counts and durations, added to the metric values a few times a second
+    # (shared/metrics.py, Tally: a multiprocess-mode write per value cost more).
+    tally = metrics.Tally(metrics.INTAKE_WEBHOOKS, metrics.INTAKE_REQUEST_SECONDS)
+
+    async def _flush_tally() -> None:
+        tally.flush()
+
+    runtime.on_stop(_flush_tally)
     fallbacks = settings.dev_fallbacks()
     if fallbacks:
         log.warning(
@@ -201,8 +209,7 @@ def build(settings: IntakeSettings | None = None, *, relay_elsewhere: bool = Fal
             reply = _reply(
                 problem(500, "internal", "Internal error", "the webhook was not stored"), "error"
             )
-        _count(label, reply.outcome).inc()
-        _duration(label).observe(time.perf_counter() - started)
+        tally.record((label, reply.outcome), (label,), time.perf_counter() - started)
         return reply
 
     async def fast_path(source: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -425,11 +432,6 @@ def _reply(resp: Response, outcome: str) -> Reply:
 def _count(source: str, outcome: str) -> Any:
     """The labelled child, looked up once per (source, outcome): both are bounded."""
     return metrics.INTAKE_WEBHOOKS.labels(source, outcome)
-
-
-@functools.cache
-def _duration(source: str) -> Any:
-    return metrics.INTAKE_REQUEST_SECONDS.labels(source)
 
 
 def _unknown(source: str, adapters: dict[str, SourceAdapter]) -> Response:
