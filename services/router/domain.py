@@ -281,8 +281,20 @@ def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
     opinion = c.second_opinion
     if opinion is not None and not threat:
         # The second opinion (classify/second_opinion.py): a trained model reads a threat or
-        # safety report the rules did not find. It only raises: urgent, L2, the category kept.
+        # safety report the rules did not find. It only raises: urgent, L2, the category kept,
+        # but for English a threat is a complaint whatever else it asks (as the rules' threat
+        # signals weigh for complaint), and a harm stays a quality problem.
         threat = True
+        if (
+            c.tokens.language == "en"
+            and category is not Category.complaint
+            and category is not Category.product_quality
+        ):
+            reasons.append(
+                "complaint: a threat the trained model reads is a complaint, whatever else it"
+                f" asks (not the {what} its words alone say)"
+            )
+            category = Category.complaint
         risk_signals.append("threat")
         words = "”, “".join(opinion.evidence)
         reasons.append(

@@ -30,7 +30,7 @@ from services.router.classify.second_opinion import (
 from services.router.domain import DEFAULT_RULES_FILE, Decision, DecisionInput, decide
 from services.router.eval.report import load_rows
 from services.router.eval.train_threat import EN, EN_STUDIED_FILES, STUDIED_FILES, train
-from shared.events import Priority, Tier
+from shared.events import Category, Priority, Tier
 
 _PRI = {Priority.normal: 0, Priority.important: 1, Priority.urgent: 2}
 _TIER = {Tier.bot: 0, Tier.L1: 1, Tier.L2: 2}
@@ -92,7 +92,7 @@ def test_committed_model_is_what_training_gives() -> None:
 
 
 def _assert_only_raised(before: Decision, after: Decision) -> None:
-    assert after.category is before.category
+    assert after.category is _category_after(before, after)
     assert _PRI[after.priority] >= _PRI[before.priority]
     assert _TIER[after.tier] >= _TIER[before.tier]
     assert set(before.risk_signals) <= set(after.risk_signals)
@@ -103,6 +103,18 @@ def _assert_only_raised(before: Decision, after: Decision) -> None:
         assert "threat" in after.risk_signals
         assert (after.priority, after.tier) == (Priority.urgent, Tier.L2)
         assert any(r.startswith("urgent: a second opinion") for r in after.reasons)
+
+
+def _category_after(before: Decision, after: Decision) -> Category:
+    """The category the model leaves: the rules' own, except that an English threat it reads
+    is a complaint unless the rules read a quality problem (a harm)."""
+    if (
+        after != before
+        and after.language == "en"
+        and before.category not in (Category.complaint, Category.product_quality)
+    ):
+        return Category.complaint
+    return before.category
 
 
 @pytest.mark.parametrize("threshold", [None, 0.05])
@@ -307,6 +319,20 @@ def test_english_model_changes_no_chinese_decision(en_off: Classifier, en_on: Cl
         assert en_on.classify(r.text) == en_off.classify(r.text)
 
 
+def test_an_english_threat_the_model_reads_is_a_complaint(
+    en_off: Classifier, en_on: Classifier
+) -> None:
+    """A threat the English model reads takes complaint, whatever the rules' words were of;
+    a harm the rules read as a quality problem stays one (sixth English round)."""
+    threat, harm = EN_MISSED_BY_RULES[1], EN_MISSED_BY_RULES[0]
+    assert decide(DecisionInput(threat), en_off).category is Category.other
+    after = decide(DecisionInput(threat), en_on)
+    assert after.category is Category.complaint and "complaints" in after.skills
+    assert any(r.startswith("complaint: a threat the trained model reads") for r in after.reasons)
+    assert decide(DecisionInput(harm), en_off).category is Category.product_quality
+    assert decide(DecisionInput(harm), en_on).category is Category.product_quality
+
+
 @pytest.mark.parametrize("text", EN_MISSED_BY_RULES)
 def test_an_english_threat_the_rules_miss_is_raised(
     en_off: Classifier, en_on: Classifier, text: str
@@ -315,7 +341,7 @@ def test_an_english_threat_the_rules_miss_is_raised(
     assert before.tier is not Tier.L2 or before.priority is not Priority.urgent
     after = decide(DecisionInput(text), en_on)
     assert (after.priority, after.tier) == (Priority.urgent, Tier.L2)
-    assert after.category is before.category
+    assert after.category is _category_after(before, after)
     reason = next(r for r in after.reasons if "second opinion" in r)
     quoted = reason.split("(“", 1)[1].rstrip("”)").split("”, “")
     words = en_on.classify(text).tokens.words
