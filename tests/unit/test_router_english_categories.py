@@ -163,3 +163,19 @@ def test_english_staff_receipts_and_return_labels(
 ) -> None:
     dec = decide(DecisionInput(text))
     assert (dec.category, dec.tier) == (category, tier), dec.reasons
+
+
+@pytest.mark.parametrize(
+    ("text", "priority"),
+    [
+        # shown delivered in English and nothing there: important (sixth round)
+        ("Tracking shows delivered on Monday but the porch was empty", Priority.important),
+        ("The site says it was delivered, there is nothing at my door", Priority.important),
+        # ... look-alike: a parcel delivered and nothing wrong with it
+        ("It says delivered and it is here on the porch, thank you!", Priority.normal),
+    ],
+)
+def test_shown_delivered_and_nothing_there_in_english(text: str, priority: Priority) -> None:
+    dec = decide(DecisionInput(text))
+    assert dec.category is Category.logistics or priority is Priority.normal, dec.reasons
+    assert dec.priority is priority, dec.reasons
