@@ -42,6 +42,22 @@ from shared.events import Category, Priority, Tier
         ("物流显示签收了，门口没有，快递柜也没有", Category.logistics, Priority.important, Tier.L1),
         ("五百件起订吗，什么价", Category.presale, Priority.normal, Tier.L1),
         ("有人自称你们客服让我转账，是真的吗", Category.other, Priority.normal, Tier.bot),
+        # the 13th and 14th sets' round (session 10): the staff slow, gone or pushing the
+        # customer on, a machine that will not let go; disrespected, stood up, a promise
+        # broken, fed up; a radio with no station, a part that will not rise; how long a
+        # charge lasts; praise with a blast in it
+        ("售后回复太慢，到现在没个结果", Category.complaint, Priority.important, Tier.L2),
+        ("客服说去查一下就再也没出现", Category.complaint, Priority.important, Tier.L2),
+        ("客服又把我推给快递，我该找谁", Category.complaint, Priority.important, Tier.L2),
+        ("找了三次人工，还是机器人在回", Category.complaint, Priority.important, Tier.L2),
+        ("问个价就不耐烦，太不尊重人了", Category.complaint, Priority.important, Tier.L2),
+        ("师傅约好的周六来，又放鸽子", Category.complaint, Priority.important, Tier.L2),
+        ("问了三回都没人回，凭什么这样", Category.complaint, Priority.important, Tier.L2),
+        ("收音机开了只有沙沙声", Category.product_quality, Priority.important, Tier.L1),
+        ("升降桌一边升不起来", Category.product_quality, Priority.important, Tier.L1),
+        ("这款扫地机续航多久", Category.presale, Priority.normal, Tier.bot),
+        ("这耳机音质炸裂吗，想买", Category.presale, Priority.normal, Tier.bot),
+        ("这火锅底料香到爆炸，还有大包装吗", Category.presale, Priority.normal, Tier.bot),
     ],
 )
 def test_a_chinese_category_told_by_families(
@@ -59,6 +75,9 @@ def test_a_chinese_category_told_by_families(
         ("我要换货，快递怎么寄回", Category.return_refund),
         ("地址写错了，帮我改到北京", Category.logistics),  # no order named: shipping
         ("店长推荐的这款有货吗", Category.presale),
+        ("哄睡神器有货吗", Category.presale),  # (no 哄 in the complaint words)
+        ("这个镜头口径多大", Category.presale),  # (nor 口径)
+        ("你好，这是真人客服还是机器人", Category.other),  # asked, not complained of
     ],
 )
 def test_a_chinese_look_alike_keeps_its_category(text: str, category: Category) -> None:
