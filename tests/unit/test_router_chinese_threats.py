@@ -87,6 +87,7 @@ RULE_THREATS = {"threat_regulator", "threat_media", "threat_legal", "threat_plat
         ("这事我准备去找疾控中心反映", "threat_regulator"),
         ("我去县融媒体中心爆料", "threat_media"),
         ("这事我要找帮女郎", "threat_media"),
+        ("看新闻说你们家的东西有问题，再不退我就让你们上新闻", "threat_media"),
         ("这事要让全村的人都知道", "threat_media"),
         ("我要在连登开个帖", "threat_media"),
         ("视频我发到小宇宙上", "threat_media"),
@@ -160,6 +161,9 @@ def test_a_chinese_threat_told_by_families_is_urgent_and_second_line(
         "这款投屏器能连电视吗",
         "鱼缸的灯坏了，鱼倒是没事",
         "蜂蜜好吃死了，还有货吗",
+        # what the news said, heard before buying (the news is where it was heard)
+        "看新闻说有人网上买的奶粉是假的，你们这个是正品吗",
+        "新闻上说这种面膜有激素，你们家的有检测报告吗",
     ],
 )
 def test_a_chinese_look_alike_stays_low(text: str) -> None:
