@@ -69,7 +69,7 @@ train-router: $(STAMP) ## Retrain the router's threat second opinions (character
 bench-router-decide: $(STAMP) ## Benchmark: pure routing decisions/s on one core (uncached, never-repeating and cached texts) vs a bare rjieba cut of the same texts, heap as the service sets it (BENCH_SECONDS; BENCH_GC=python: Python's collector as it comes)
 	$(BIN)/python bench/router_decide.py
 
-bench-router: bench-router-decide ## Benchmark: pure decisions/s, then end-to-end routed/s (consume, decide, persist, publish) vs a raw aiokafka loop (BENCH_MESSAGES; BENCH_TEXTS=unique: texts never seen)
+bench-router: bench-router-decide ## Benchmark: pure decisions/s, then end-to-end routed/s (consume, decide, persist, publish) and CPU per message vs a raw aiokafka loop (BENCH_MESSAGES; BENCH_TEXTS=unique: texts never seen; BENCH_LOG_LEVEL=INFO: the router logs as by default)
 	$(BIN)/python bench/router_e2e.py
 
 lint: $(STAMP) ## ruff and mypy
