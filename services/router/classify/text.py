@@ -202,7 +202,11 @@ class Tokenizer:
                 freq = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
                 tag = parts[2] if len(parts) > 2 else None
                 self._jieba.add_word(parts[0], freq, tag)
-        for word in extra_words:
+        # In sorted order: jieba suggests each added word's frequency from the dictionary as it
+        # stands, so the order of adding changes later cuts; the rules' words come from sets,
+        # whose order changes with PYTHONHASHSEED (收到的花瓶碎了 was cut 碎|了 in one process and
+        # 碎了 in the next). Sorted, every process (and both routers) cuts alike.
+        for word in sorted(set(extra_words)):
             if _HAN.search(word) or not word.isascii():
                 self._jieba.add_word(word, None, None)  # jieba's add_word: suggested freq
 
