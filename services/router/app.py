@@ -32,6 +32,7 @@ from services.router.store import (
     queue_stats,
     record_decisions_in,
     set_status_in,
+    ticket_context,
 )
 from shared import deadletter, metrics
 from shared.db import Conn
@@ -70,6 +71,10 @@ that followed (60-80 ms each, walking the rules and the classifier's caches) too
 tenth of the router's wall time (docs/router.md, "Where the time goes")."""
 
 
+NEW = (0, False)
+"""A ticket not seen before: never reopened, never escalated."""
+
+
 def count(*outs: Outcome) -> None:
     """Metrics of committed transactions (each counter moved once per label set)."""
     assigned = Counter(tier.value for out in outs for _ticket, _agent, tier in out.assigned)
@@ -91,7 +96,7 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
     limits = settings.first_response_limits()
     std_log = logging.getLogger(__name__)
 
-    def decision_for(msg: MessageEvent) -> Decision:
+    def decision_for(msg: MessageEvent, reopen_count: int = 0, escalated: bool = False) -> Decision:
         started = time.perf_counter()
         decision = decide(
             DecisionInput(
@@ -100,6 +105,8 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
                 vip_level=msg.customer.vip_level if msg.customer else 0,
                 order_amount=msg.order.amount if msg.order else None,
                 order_status=msg.order.status if msg.order else None,
+                reopen_count=reopen_count,
+                escalated=escalated,
             )
         )
         metrics.ROUTER_DECISION_SECONDS.observe(time.perf_counter() - started)
@@ -117,7 +124,13 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         async def flush() -> None:
             if not run:
                 return
-            items = [(events[i], decision_for(events[i])) for i in run]
+            # The tickets' reopenings and escalation weigh in the decision (one statement
+            # per run; a reopen in the batch flushed the run before it, so this reads it).
+            context = await ticket_context(conn, [events[i].ticket_id for i in run])
+            items = [
+                (events[i], decision_for(events[i], *context.get(events[i].ticket_id, NEW)))
+                for i in run
+            ]
             outs = await record_decisions_in(conn, items, limits)
             for i, out in zip(run, outs, strict=True):
                 results[i] = ("duplicate", None) if out is None else ("ok", out)

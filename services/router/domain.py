@@ -157,6 +157,29 @@ def decide(inp: DecisionInput, classifier: Classifier | None = None) -> Decision
     )
 
 
+def after_reopen(
+    reopen_count: int, tier: Tier, priority: Priority, classifier: Classifier | None = None
+) -> tuple[Tier, Priority, list[str]]:
+    """The tier and priority of a ticket that has just come back for the ``reopen_count``-th
+    time (a ``ticket_reopened`` event, no message text): the rules' ``context`` thresholds as
+    ``decide`` applies them (at least important from ``reopen_important``, L2 from
+    ``reopen_second_line``), never lower than ``tier`` and ``priority``; the reasons say
+    what moved (none: nothing did)."""
+    ctx = (classifier or default_classifier()).rules.context
+    reasons: list[str] = []
+    times = "time" if reopen_count == 1 else "times"
+    if reopen_count >= ctx.reopen_important and priority is Priority.normal:
+        priority = Priority.important
+        reasons.append(f"important: this conversation came back {reopen_count} {times} already")
+    if reopen_count >= ctx.reopen_second_line and tier is not Tier.L2:
+        tier = Tier.L2
+        reasons.append(
+            f"second line: this conversation came back {reopen_count} {times} (L2 takes a"
+            f" conversation that came back {ctx.reopen_second_line} or more times)"
+        )
+    return tier, priority, reasons
+
+
 def _decide(inp: DecisionInput, clf: Classifier, c: Classification) -> Decision:
     rules = clf.rules
     ctx = rules.context

@@ -19,7 +19,7 @@ from services.router.assignment import (
     rank_agents,
     required_skills,
 )
-from services.router.domain import Decision
+from services.router.domain import Decision, after_reopen
 from shared.db import Conn
 from shared.events import (
     PRIORITY_RANK,
@@ -629,15 +629,31 @@ async def set_status_in(conn: Conn, ticket_id: str, *, resolved: bool) -> Outcom
     row = await conn.fetchrow(
         "UPDATE router_tickets SET status = 'open', reopen_count = reopen_count + 1,"
         " queued_at = now(), updated_at = now() WHERE ticket_id = $1 AND status = 'resolved'"
-        " RETURNING tier, priority, skills, last_agent_id, last_routed",
+        " RETURNING tier, priority, skills, last_agent_id, last_routed, reopen_count",
         ticket_id,
     )
     if row is None:
-        out.ignored = True
+        out.ignored = True  # unknown or already open (a redelivered reopen counts once)
         return out
-    tier, priority = Tier(row["tier"]), Priority(row["priority"])
-    agent_id = await try_assign(conn, tier, list(row["skills"]), row["last_agent_id"])
-    await _history(conn, ticket_id, "reopened", tier=tier)
+    was_tier, was_priority = Tier(row["tier"]), Priority(row["priority"])
+    # A conversation that keeps coming back moves up by the rules' context thresholds.
+    tier, priority, moved = after_reopen(row["reopen_count"], was_tier, was_priority)
+    # The last agent stays preferred on the same tier; a move to L2 goes to an L2 agent.
+    sticky = row["last_agent_id"] if tier is was_tier else None
+    agent_id = await try_assign(conn, tier, list(row["skills"]), sticky)
+    if moved:
+        await conn.execute(
+            "UPDATE router_tickets SET tier = $2, priority = $3, priority_rank = $4,"
+            " queue = $5 WHERE ticket_id = $1",
+            ticket_id,
+            tier.value,
+            priority.value,
+            priority_rank(priority),
+            f"{tier.value}.{priority.value}",
+        )
+    await _history(
+        conn, ticket_id, "reopened", tier=tier, detail=f"came back {row['reopen_count']} times"
+    )
     if agent_id is not None:
         await conn.execute(
             "UPDATE router_tickets SET agent_id = $2, last_agent_id = $2,"
@@ -647,15 +663,30 @@ async def set_status_in(conn: Conn, ticket_id: str, *, resolved: bool) -> Outcom
         )
         await _history(conn, ticket_id, "assigned", agent_id=agent_id, tier=tier)
         out.assigned.append((ticket_id, agent_id, tier))
+    if agent_id is not None or moved:
+        note = "; ".join(
+            [
+                "reopened",
+                *moved,
+                f"assigned to {agent_id}" if agent_id else f"waiting for an {tier.value} agent",
+            ]
+        )
         ev = _event_from(
-            row["last_routed"],
-            agent_id=agent_id,
-            tier=tier,
-            priority=priority,
-            note=f"reopened; assigned to {agent_id}",
+            row["last_routed"], agent_id=agent_id, tier=tier, priority=priority, note=note
         )
         await _publish_routed(conn, ticket_id, ev)
     return out
+
+
+async def ticket_context(conn: Conn, ticket_ids: Sequence[str]) -> dict[str, tuple[int, bool]]:
+    """Each known ticket's ``(reopen_count, escalated)``, what ``decide`` weighs besides the
+    text (one statement for a run of messages)."""
+    rows = await conn.fetch(
+        "SELECT ticket_id, reopen_count, escalated FROM router_tickets"
+        " WHERE ticket_id = ANY($1::text[])",
+        list(set(ticket_ids)),
+    )
+    return {r["ticket_id"]: (r["reopen_count"], r["escalated"]) for r in rows}
 
 
 async def escalate(pool: asyncpg.Pool, ev: EscalationEvent) -> Outcome:
