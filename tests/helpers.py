@@ -27,6 +27,7 @@ from shared.events import (
     EscalationReason,
     MessageEvent,
     MessageKind,
+    Priority,
     SlaEvent,
     dump,
 )
@@ -115,15 +116,22 @@ def message_event(
     )
 
 
-def escalation_event(ticket: str, reason: EscalationReason) -> EscalationEvent:
-    """An escalation of ``ticket`` as sla_watch publishes it, with a fresh id."""
+def escalation_event(
+    ticket: str,
+    reason: EscalationReason,
+    *,
+    producer: str = "sla_watch",
+    priority: Priority | None = None,
+) -> EscalationEvent:
+    """An escalation of ``ticket`` as ``producer`` publishes it, with a fresh id."""
     return EscalationEvent(
         correlation_id=ticket,
-        producer="sla_watch",
+        producer=producer,
         escalation_id=uid("esc"),
         ticket_id=ticket,
         conversation_id="conv-" + ticket,
         reason=reason,
+        priority=priority,
     )
 
 

@@ -30,7 +30,7 @@ from shared.events import (
     load,
     utcnow,
 )
-from tests.helpers import message_event, uid
+from tests.helpers import escalation_event, message_event, uid
 
 pytestmark = pytest.mark.integration
 
@@ -426,15 +426,7 @@ async def test_routing_with_higher_priority_shortens_the_running_limit(pool):
 
 
 def router_escalation(t: str, priority: Priority) -> EscalationEvent:
-    return EscalationEvent(
-        correlation_id=t,
-        producer="router",
-        escalation_id=uid("esc"),
-        ticket_id=t,
-        conversation_id="conv-" + t,
-        reason=EscalationReason.routed_to_l2,
-        priority=priority,
-    )
+    return escalation_event(t, EscalationReason.routed_to_l2, producer="router", priority=priority)
 
 
 async def test_an_escalation_with_a_higher_priority_recomputes(pool):
