@@ -62,17 +62,33 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _log_tail(log_file: Path | None, lines: int = 15) -> str:
+    """The last lines of a process's log, to say why it did not come up."""
+    if log_file is None:
+        return ""
+    try:
+        text = log_file.read_bytes()[-8192:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    tail = text.splitlines()[-lines:]
+    return f"; the end of {log_file}:\n" + "\n".join(tail) if tail else ""
+
+
 def _wait_until(
-    pred: Any, timeout: float, what: str, proc: subprocess.Popen[Any] | None = None
+    pred: Any,
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[Any] | None = None,
+    log_file: Path | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+            raise RuntimeError(f"{what} exited with code {proc.returncode}{_log_tail(log_file)}")
         time.sleep(0.05)
-    raise TimeoutError(f"{what} not up after {timeout}s")
+    raise TimeoutError(f"{what} not up after {timeout}s{_log_tail(log_file)}")
 
 
 @dataclass
@@ -139,7 +155,8 @@ class Postgres:
         sock_dir = self.data_dir  # the socket lives beside the data, owned by the server user
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / "postmaster.pid").unlink()  # a stale one from a killed run
-        log = open(self.log_file or (self.data_dir / "server.log"), "ab")  # noqa: SIM115
+        log_path = self.log_file or (self.data_dir / "server.log")
+        log = open(log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 self._bin("postgres"),
@@ -166,7 +183,7 @@ class Postgres:
             start_new_session=True,
             **as_user,
         )
-        _wait_until(self._accepting, 30, "PostgreSQL", self.proc)
+        _wait_until(self._accepting, 30, "PostgreSQL", self.proc, log_path)
         self._bootstrap()
 
     def _accepting(self) -> bool:
@@ -265,7 +282,9 @@ class Broker:
             preexec_fn=_die_with_parent,
             start_new_session=True,
         )
-        _wait_until(lambda: _port_open(self.host, self.port), 15, "broker", self.proc)
+        _wait_until(
+            lambda: _port_open(self.host, self.port), 15, "broker", self.proc, self.log_file
+        )
         self._create_topics()
 
     def _create_topics(self) -> None:
@@ -443,7 +462,7 @@ class LocalStack:
 
     def wait_ready(self, timeout: float = 60) -> None:
         for svc in [*self.services.values(), *([self.inbox] if self.inbox else [])]:
-            _wait_until(svc.ready, timeout, f"{svc.name} /readyz", svc.proc)
+            _wait_until(svc.ready, timeout, f"{svc.name} /readyz", svc.proc, svc.log_file)
 
     def stop(self) -> None:
         for svc in reversed(list(self.services.values())):
