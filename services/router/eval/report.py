@@ -101,6 +101,10 @@ FRESH11_FILES = ("zh_fresh11.jsonl",)
 # A fourteenth (session 9), threat-dense, young urban buyers' slang, by another author who never
 # read the rules: studied (its misses shown).
 FRESH12_FILES = ("zh_fresh12.jsonl",)
+# A fifteenth (2026-12-01, 10:35-13:35 UTC session), threat-dense, cross-border sellers, dorm
+# group orders, instant retail, carers and relatives of disabled buyers, by another author who
+# never read the rules: studied (its misses shown).
+FRESH13_FILES = ("zh_fresh13.jsonl",)
 # A twelfth, written in session 9 by another author who never read the rules: held out like
 # the fifth.
 FRESH10_FILES = ("zh_fresh10.jsonl",)
@@ -361,6 +365,7 @@ def main(argv: Sequence[str] = ()) -> int:
         ("twelfth set", "", FRESH10_FILES),
         ("13th set", "13th", FRESH11_FILES),
         ("14th set", "14th", FRESH12_FILES),
+        ("15th set", "15th", FRESH13_FILES),
         ("en threats", "en-threats", EN_THREATS_FILES),
         ("en threats2", "en-threats2", EN_THREATS2_FILES),
         ("en threats3", "en-threats3", EN_THREATS3_FILES),
