@@ -123,6 +123,10 @@ EN_THREATS4_FILES = ("en_threats4.jsonl",)
 # A fifth studied English set (session 9), threat-dense, second-language English from Europe,
 # the Middle East, Africa and Asia, by another author who never read the rules (its misses shown).
 EN_THREATS5_FILES = ("en_threats5.jsonl",)
+# A sixth studied English set (2026-12-01, 10:35-13:35 UTC session), threat-dense, trades,
+# carers, literal translations of idioms and regional Englishes, by another author who never
+# read the rules (its misses shown).
+EN_THREATS6_FILES = ("en_threats6.jsonl",)
 EN_FRESH_FILES = ("en_fresh.jsonl",)
 # A second held-out English set by another such author, written after the English threat rules
 # of be25fdf (en_fresh had been looked at once by then): its summary line only.
@@ -371,6 +375,7 @@ def main(argv: Sequence[str] = ()) -> int:
         ("en threats3", "en-threats3", EN_THREATS3_FILES),
         ("en threats4", "en-threats4", EN_THREATS4_FILES),
         ("en threats5", "en-threats5", EN_THREATS5_FILES),
+        ("en threats6", "en-threats6", EN_THREATS6_FILES),
         ("en fresh", "", EN_FRESH_FILES),
         ("en fresh2", "", EN_FRESH2_FILES),
         ("en fresh3", "", EN_FRESH3_FILES),
