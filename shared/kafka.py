@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from shared import metrics
 from shared.deadletter import DeadLetters
 from shared.deadletter import event as event_of
-from shared.events import DeadLetterEvent, Envelope
+from shared.events import Envelope
 from shared.logging import correlation, get_logger
 from shared.outbox import Ack, Record
 from shared.topics import ALL_TOPICS, TopicSpec
@@ -308,6 +308,69 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
+RETRY_BACKOFF_SECONDS = 0.5
+"""How long a handler that failed for a transient fault waits before raising (the message
+or batch is then redelivered)."""
+
+
+async def validated(
+    dead: DeadLetters,
+    topic: TopicSpec,
+    model: type[E],
+    value: bytes | None,
+    *,
+    original: str,
+    key: bytes | None,
+    correlation_id: str | None = None,
+) -> E | None:
+    """The record's event, or None when it does not validate: then it is dead-lettered
+    (``invalid_schema``, with ``correlation_id``, e.g. the record's header) and counted as
+    ``deadletter``. Poison handling of ``consume`` and of batch handlers alike."""
+    try:
+        return model.model_validate_json(value or b"")
+    except ValidationError as exc:
+        log.warning("invalid event dead-lettered", topic=topic.name, errors=exc.error_count())
+        await dead.record(
+            event_of(dead.service, original, key, value, "invalid_schema", str(exc), correlation_id)
+        )
+        metrics.CONSUMED.labels(dead.service, topic.name, "deadletter").inc()
+        return None
+
+
+async def handled(
+    dead: DeadLetters,
+    topic: TopicSpec,
+    event: E,
+    handler: Callable[[E], Awaitable[str]],
+    *,
+    original: str,
+    key: bytes | None,
+    value: bytes | None,
+    redelivered: str = "message",
+) -> str:
+    """Run ``handler`` on a valid event under its correlation id; its outcome label. A
+    ``PermanentError`` is dead-lettered with its reason (``deadletter``, not yet counted:
+    the caller counts outcomes); any other fault counts ``error``, is logged, waits
+    ``RETRY_BACKOFF_SECONDS`` and raises, so that the ``redelivered`` (message or batch) is
+    not committed and comes again."""
+    with correlation(event.correlation_id):
+        try:
+            return await handler(event)
+        except PermanentError as exc:
+            log.warning("event dead-lettered", reason=exc.reason, error=str(exc))
+            await dead.record(
+                event_of(
+                    dead.service, original, key, value, exc.reason, str(exc), event.correlation_id
+                )
+            )
+            return "deadletter"
+        except Exception:
+            metrics.CONSUMED.labels(dead.service, topic.name, "error").inc()
+            log.exception(f"handler failed; {redelivered} will be redelivered", topic=topic.name)
+            await asyncio.sleep(RETRY_BACKOFF_SECONDS)  # retry backoff for a transient fault
+            raise
+
+
 async def consume(
     dead: DeadLetters,
     topic: TopicSpec,
@@ -320,43 +383,19 @@ async def consume(
     ``handler`` returns an outcome label (``ok``, ``duplicate``, ``ignored``) for metrics.
     """
     started = time.perf_counter()
-    service = dead.service
     raw = msg.raw_message
     key = raw.key if not isinstance(raw, tuple) else None
     original = getattr(raw, "topic", topic.name)
-
-    def dead_letter(reason: str, error: str, correlation_id: str | None) -> DeadLetterEvent:
-        return event_of(service, original, key, msg.body, reason, error, correlation_id)
-
-    try:
-        event = model.model_validate_json(msg.body)
-    except ValidationError as exc:
-        log.warning("invalid event dead-lettered", topic=topic.name, errors=exc.error_count())
-        await dead.record(
-            event_of(
-                service, original, key, msg.body, "invalid_schema", str(exc), msg.correlation_id
-            )
-        )
-        metrics.CONSUMED.labels(service, topic.name, "deadletter").inc()
+    event = await validated(
+        dead, topic, model, msg.body, original=original, key=key, correlation_id=msg.correlation_id
+    )
+    if event is None:
         return
-    with correlation(event.correlation_id):
-        try:
-            outcome = await handler(event)
-        except PermanentError as exc:
-            log.warning("event dead-lettered", reason=exc.reason, error=str(exc))
-            await dead.record(
-                event_of(
-                    service, original, key, msg.body, exc.reason, str(exc), event.correlation_id
-                )
-            )
-            outcome = "deadletter"
-        except Exception:
-            metrics.CONSUMED.labels(service, topic.name, "error").inc()
-            log.exception("handler failed; message will be redelivered", topic=topic.name)
-            await asyncio.sleep(0.5)  # retry backoff for a transient fault
-            raise
-    metrics.CONSUMED.labels(service, topic.name, outcome).inc()
-    metrics.PROCESSING_SECONDS.labels(service, topic.name).observe(time.perf_counter() - started)
+    outcome = await handled(dead, topic, event, handler, original=original, key=key, value=msg.body)
+    metrics.CONSUMED.labels(dead.service, topic.name, outcome).inc()
+    metrics.PROCESSING_SECONDS.labels(dead.service, topic.name).observe(
+        time.perf_counter() - started
+    )
 
 
 async def update_lag(broker: KafkaBroker, service: str) -> None:

@@ -45,7 +45,14 @@ from shared.events import (
     Tier,
 )
 from shared.heap import freeze_startup_heap
-from shared.kafka import PermanentError, consume, raw_records, subscriber_options
+from shared.kafka import (
+    PermanentError,
+    consume,
+    handled,
+    raw_records,
+    subscriber_options,
+    validated,
+)
 from shared.logging import correlation, get_logger
 from shared.service import Runtime, create_app
 from shared.topics import ESCALATIONS, MESSAGES
@@ -140,7 +147,10 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
             if msg.kind in (MessageKind.ticket_resolved, MessageKind.ticket_reopened):
                 await flush()
                 resolved = msg.kind is MessageKind.ticket_resolved
-                results[i] = ("ok", await set_status_in(conn, msg.ticket_id, resolved=resolved))
+                out = await set_status_in(
+                    conn, msg.ticket_id, resolved=resolved, event_id=msg.message_id
+                )
+                results[i] = ("duplicate", None) if out.duplicate else ("ok", out)
             elif msg.author_role is AuthorRole.customer and msg.text:
                 run.append(i)
         await flush()
@@ -225,13 +235,9 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
             time.perf_counter() - started
         )
 
-    async def deadletter_record(
-        rec: Any, error: str, reason: str, topic: str = MESSAGES.name, cid: str | None = None
-    ) -> None:
-        await dead.record(
-            deadletter.event(PRODUCER, rec.topic, rec.key, rec.value, reason, error, cid)
-        )
-        metrics.CONSUMED.labels(PRODUCER, topic, "deadletter").inc()
+    async def deadletter_record(rec: Any, error: str, reason: str) -> None:
+        await dead.record(deadletter.event(PRODUCER, rec.topic, rec.key, rec.value, reason, error))
+        metrics.CONSUMED.labels(PRODUCER, MESSAGES.name, "deadletter").inc()
 
     async def handle_escalation(ev: EscalationEvent) -> str:
         if not ev.reason.value.endswith("_breached"):
@@ -247,31 +253,30 @@ def build(settings: RouterSettings | None = None) -> FastAPI:
         """A batch of cs.escalations.v1 records, one after another, and ONE offset commit.
         Most are the router's own routed_to_l2 notices (one per urgent L2 decision), read
         one at a time before: a FastStream dispatch, a worker-thread hop and an offset
-        commit each. Poison is dead-lettered as ``consume`` does; any other fault raises
-        and the batch is redelivered (an escalation applied twice is ignored: the ticket
-        is already L2)."""
+        commit each. Poison is dead-lettered by ``consume``'s own steps
+        (``shared.kafka.validated``, ``handled``); any other fault raises and the batch is
+        redelivered (an escalation applied twice is ignored: the ticket is already L2)."""
         started = time.perf_counter()
         outcomes: Counter[str] = Counter()
         for rec in records:
-            try:
-                ev = EscalationEvent.model_validate_json(rec.value or b"")
-            except ValidationError as exc:
-                log.warning("invalid event dead-lettered", topic=ESCALATIONS.name)
-                await deadletter_record(rec, str(exc), "invalid_schema", ESCALATIONS.name)
+            topic, key, value = rec.topic, rec.key, rec.value
+            ev = await validated(dead, ESCALATIONS, EscalationEvent, value, original=topic, key=key)
+            if ev is None:
                 continue
-            with correlation(ev.correlation_id):
-                try:
-                    outcomes[await handle_escalation(ev)] += 1
-                except PermanentError as exc:
-                    log.warning("event dead-lettered", reason=exc.reason, error=str(exc))
-                    await deadletter_record(
-                        rec, str(exc), exc.reason, ESCALATIONS.name, ev.correlation_id
-                    )
-                except Exception:
-                    metrics.CONSUMED.labels(PRODUCER, ESCALATIONS.name, "error").inc()
-                    log.exception("handler failed; batch will be redelivered")
-                    await asyncio.sleep(0.5)  # retry backoff for a transient fault
-                    raise
+            outcome = await handled(
+                dead,
+                ESCALATIONS,
+                ev,
+                handle_escalation,
+                original=topic,
+                key=key,
+                value=value,
+                redelivered="batch",
+            )
+            if outcome == "deadletter":  # counted as it happens, as an invalid record is
+                metrics.CONSUMED.labels(PRODUCER, ESCALATIONS.name, outcome).inc()
+            else:
+                outcomes[outcome] += 1
         for outcome, n in outcomes.items():
             metrics.CONSUMED.labels(PRODUCER, ESCALATIONS.name, outcome).inc(n)
         metrics.PROCESSING_SECONDS.labels(PRODUCER, ESCALATIONS.name).observe(

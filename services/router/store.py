@@ -41,6 +41,7 @@ from shared.outbox import OutboxRow, enqueue
 from shared.topics import ESCALATIONS, ROUTED
 
 PRODUCER = "router"
+WROTE_AGAIN = "the customer wrote again"
 _TIER_RANK = {Tier.bot: 0, Tier.L1: 1, Tier.L2: 2}
 _PRIORITY_RANKS = {p: priority_rank(p) for p in Priority}
 
@@ -65,6 +66,7 @@ class Outcome:
     assigned: list[tuple[str, str, Tier]] = field(default_factory=list)  # ticket, agent, tier
     reassigned: list[str] = field(default_factory=list)  # reasons
     ignored: bool = False
+    duplicate: bool = False  # a status event applied before (redelivery): nothing done
 
     @property
     def routed(self) -> RoutedEvent | None:
@@ -72,6 +74,11 @@ class Outcome:
         if self.routed_json is None:
             return None
         return RoutedEvent.model_validate_json(self.routed_json)
+
+
+def came_back(times: int) -> str:
+    """The history's words for a ticket's ``times``-th reopening."""
+    return f"came back {times} time{'' if times == 1 else 's'}"
 
 
 async def _history(
@@ -354,8 +361,9 @@ async def _record_wave(
     # 1. The tickets' current state, locked in a fixed order (two instances never deadlock
     #    on each other's ticket locks).
     rows = await conn.fetch(
-        "SELECT ticket_id, status, priority, tier, agent_id, last_agent_id, due_at"
-        " FROM router_tickets WHERE ticket_id = ANY($1::text[]) ORDER BY ticket_id FOR UPDATE",
+        "SELECT ticket_id, status, priority, tier, agent_id, last_agent_id, due_at,"
+        " reopen_count FROM router_tickets WHERE ticket_id = ANY($1::text[])"
+        " ORDER BY ticket_id FOR UPDATE",
         [m.ticket_id for m, _ in items],
     )
     current = {r["ticket_id"]: r for r in rows}
@@ -442,6 +450,13 @@ async def _record_wave(
     history: list[tuple[str, str, str | None, Tier, str]] = []
     for p in todo:
         msg = p.msg
+        cur = current.get(msg.ticket_id)
+        if cur is not None and cur["status"] == "resolved":
+            # The customer wrote again on a resolved ticket: it is reopened, and counted as
+            # a reopen (once: this message is new), as a ticket.reopened event is.
+            back = came_back(cur["reopen_count"] + 1)
+            p.reasons.append(f"reopened: the customer wrote again ({back})")
+            history.append((msg.ticket_id, "reopened", None, p.tier, f"{back}: {WROTE_AGAIN}"))
         if p.newly_assigned:
             why = " (held the conversation before)" if p.agent_id == p.sticky else ""
             p.reasons.append(f"assigned to {p.agent_id}{why}")
@@ -495,6 +510,7 @@ async def _record_wave(
             " tier text, queue text, agent_id text, skills text[], rank int, due timestamptz,"
             " routed jsonb)"
             " ON CONFLICT (ticket_id) DO UPDATE SET status = 'open',"
+            " reopen_count = t.reopen_count + (t.status = 'resolved')::int,"
             " category = EXCLUDED.category, priority = EXCLUDED.priority,"
             " tier = EXCLUDED.tier, queue = EXCLUDED.queue, agent_id = EXCLUDED.agent_id,"
             " skills = EXCLUDED.skills, priority_rank = EXCLUDED.priority_rank,"
@@ -600,14 +616,34 @@ async def _assign_many(conn: Conn, pend: Sequence[_Pending]) -> None:
         raise RuntimeError("roster changed under a lock; the batch is retried")
 
 
-async def set_status(pool: asyncpg.Pool, ticket_id: str, *, resolved: bool) -> Outcome:
-    """Resolve (frees the agent's slot, which takes the next waiting ticket) or reopen."""
+async def set_status(
+    pool: asyncpg.Pool, ticket_id: str, *, resolved: bool, event_id: str | None = None
+) -> Outcome:
+    """Resolve (frees the agent's slot, which takes the next waiting ticket) or reopen;
+    ``event_id``: the status event's message id (a new one unless told)."""
     async with pool.acquire() as conn, conn.transaction():
-        return await set_status_in(conn, ticket_id, resolved=resolved)
+        return await set_status_in(
+            conn, ticket_id, resolved=resolved, event_id=event_id or new_event_id()
+        )
 
 
-async def set_status_in(conn: Conn, ticket_id: str, *, resolved: bool) -> Outcome:
+async def set_status_in(conn: Conn, ticket_id: str, *, resolved: bool, event_id: str) -> Outcome:
+    """Apply a status event (``ticket.resolved`` or ``ticket.reopened``) inside the
+    caller's transaction, once per ``event_id`` (its message id): one applied before
+    (``router_status_events``) is a ``duplicate`` and changes nothing. So a redelivered
+    ``reopen e1, resolve e2`` neither counts e1 again on the resolved ticket nor, the other
+    way round, resolves again the ticket a later reopen opened."""
     out = Outcome()
+    first = await conn.fetchval(
+        "INSERT INTO router_status_events (message_id, ticket_id, kind) VALUES ($1, $2, $3)"
+        " ON CONFLICT (message_id) DO NOTHING RETURNING true",
+        event_id,
+        ticket_id,
+        "resolved" if resolved else "reopened",
+    )
+    if first is None:
+        out.ignored = out.duplicate = True
+        return out
     if resolved:
         done = await conn.fetchrow(
             "WITH old AS (SELECT ticket_id, agent_id FROM router_tickets"
@@ -633,7 +669,7 @@ async def set_status_in(conn: Conn, ticket_id: str, *, resolved: bool) -> Outcom
         ticket_id,
     )
     if row is None:
-        out.ignored = True  # unknown or already open (a redelivered reopen counts once)
+        out.ignored = True  # unknown or already open (e.g. the customer wrote first)
         return out
     was_tier, was_priority = Tier(row["tier"]), Priority(row["priority"])
     # A conversation that keeps coming back moves up by the rules' context thresholds.
@@ -651,9 +687,7 @@ async def set_status_in(conn: Conn, ticket_id: str, *, resolved: bool) -> Outcom
             priority_rank(priority),
             f"{tier.value}.{priority.value}",
         )
-    await _history(
-        conn, ticket_id, "reopened", tier=tier, detail=f"came back {row['reopen_count']} times"
-    )
+    await _history(conn, ticket_id, "reopened", tier=tier, detail=came_back(row["reopen_count"]))
     if agent_id is not None:
         await conn.execute(
             "UPDATE router_tickets SET agent_id = $2, last_agent_id = $2,"
@@ -679,11 +713,12 @@ async def set_status_in(conn: Conn, ticket_id: str, *, resolved: bool) -> Outcom
 
 
 async def ticket_context(conn: Conn, ticket_ids: Sequence[str]) -> dict[str, tuple[int, bool]]:
-    """Each known ticket's ``(reopen_count, escalated)``, what ``decide`` weighs besides the
-    text (one statement for a run of messages)."""
+    """Each known ticket's ``(reopen_count, escalated)`` as a customer message on it is
+    decided, what ``decide`` weighs besides the text (one statement for a run of messages).
+    A resolved ticket counts one reopen more: the message reopens it (``_record_wave``)."""
     rows = await conn.fetch(
-        "SELECT ticket_id, reopen_count, escalated FROM router_tickets"
-        " WHERE ticket_id = ANY($1::text[])",
+        "SELECT ticket_id, reopen_count + (status = 'resolved')::int AS reopen_count,"
+        " escalated FROM router_tickets WHERE ticket_id = ANY($1::text[])",
         list(set(ticket_ids)),
     )
     return {r["ticket_id"]: (r["reopen_count"], r["escalated"]) for r in rows}
