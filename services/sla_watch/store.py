@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from services.sla_watch.domain import (
+    OPEN_STATES,
     ClockPolicy,
     ClockState,
     clock_start,
@@ -162,6 +163,7 @@ _TICKET_COLS = (
     ("customer_ref", "text"),
     ("agent_at", "timestamptz"),
     ("routed_at", "timestamptz"),
+    ("reopened_at", "timestamptz"),
 )
 
 _CLOCK_COLS = (
@@ -558,6 +560,7 @@ def _reopened(tx: _Tx, msg: MessageEvent) -> None:
     at = clock_start(msg.occurred_at, msg.received_at)
     if tx.ticket["resolved_at"] is not None and tx.ticket["resolved_at"] > at:
         return  # resolved again after this reopen: nothing to restart
+    tx.set_ticket("reopened_at", at)
     policy = tx.policy
     wanted = [ClockName.resolution]
     if msg.author_role is AuthorRole.customer:
@@ -585,7 +588,11 @@ def _routed(tx: _Tx, routed: RoutedEvent) -> str:
     """Learn the ticket's labels and who holds it (the router publishes a routed event for
     every decision, assignment from the queue, manual reassignment and escalation);
     recompute running clocks under the policy that now matches; start its resolution
-    clock if the policy has one and it never ran.
+    clock if the policy has one and none ran since the ticket was last opened: from the
+    event's message, or from the reopen when the message came before the last resolution
+    (a ticket moved to L2 by its reopens, in whichever order the two topics' events come).
+    A customer's message after a resolution (a reopen, to the router too) starts a new
+    instance of a resolution clock that the resolution finished.
 
     The latest routed event wins, for all of it: the router stamps ``occurred_at`` under
     the ticket's lock, and ``routed_at`` keeps the stamp of the latest one applied. One
@@ -612,12 +619,17 @@ def _routed(tx: _Tx, routed: RoutedEvent) -> str:
         if res is not None and res["state"] in (ClockState.running, ClockState.paused):
             tx.stop((ClockName.resolution.value,), routed.occurred_at, cancel=True)
         return "ok"
-    if res is not None:
+    if res is not None and res["state"] in OPEN_STATES:
         return "ok"
     started = routed.message_received_at or routed.occurred_at
     resolved = tx.ticket["resolved_at"]
     if resolved is not None and resolved >= started:
-        return "ok"
+        back = tx.ticket["reopened_at"]
+        if back is None or back <= resolved:
+            return "ok"  # decided before the resolution, and the ticket has not come back
+        started = back
+    if res is not None and (resolved is None or res["started_at"] > resolved):
+        return "ok"  # it ran since the ticket was last opened (met, or cancelled by policy)
     tx.start(
         cp,
         conversation_id=routed.conversation_id,
