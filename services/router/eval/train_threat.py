@@ -29,7 +29,11 @@ raised (14 of 585), and none of the unit tests' look-alikes raised (C = 1 raised
 孩子的玩具掉下去了，找不到). With ``zh_fresh11`` and ``zh_fresh12`` (session 10): C = 0.1, the only
 C of 0.1, 0.3, 1 and 3 that raises none of the unit tests' look-alikes (0.3 and 1 raise
 孩子的玩具掉下去了，找不到, 3 also 柜子塌了，差点把花瓶砸了); out of fold 260 of 310 threats read,
-17 of 705 other rows raised (0.3: 275, 1: 278, 3: 286 read, 17 raised each).
+17 of 705 other rows raised (0.3: 275, 1: 278, 3: 286 read, 17 raised each). With ``zh_fresh13``
+(the 15th set, the 10:35-13:35 UTC session): C = 0.1 kept, again the only one of 0.1, 0.3, 1
+and 3 that raises none of the unit tests' look-alikes (0.3, 1 and 3 raise
+孩子的玩具掉下去了，找不到); out of fold 313 of 366 threats read, 19 of 787 other rows raised
+(0.3: 327, 1: 326, 3: 321 read, 19 raised each).
 
 An English second opinion is trained the same way on the studied English sets
 (``EN_STUDIED_FILES``: ``en_threats`` to ``en_threats5`` and the Bitext rows,
@@ -85,6 +89,7 @@ STUDIED_FILES = (
     "zh_fresh9.jsonl",
     "zh_fresh11.jsonl",
     "zh_fresh12.jsonl",
+    "zh_fresh13.jsonl",
 )
 HELD_OUT = (
     "zh_fresh3.jsonl",
@@ -105,6 +110,8 @@ C = 1.0
 # none of the unit tests' hand-written look-alikes (C = 1 raised 孩子的玩具掉下去了，找不到).
 # With zh_fresh11 and zh_fresh12 (session 10) C = 0.3 raises that look-alike too; C = 0.1 none
 # (260 of 310 threats read out of fold, 0.3: 275; 17 of 705 other rows raised by both).
+# With zh_fresh13 (the 10:35-13:35 UTC session) the same: only C = 0.1 raises none of them
+# (313 of 366 read out of fold, 0.3: 327; 19 of 787 other rows raised by both).
 ZH_C = 0.1
 MAX_FALSE_RAISE_RATE = 0.025
 DECIMALS = 4
