@@ -123,19 +123,21 @@ def decide(inp: DecisionInput, classifier: Classifier | None = None) -> Decision
     clf = classifier or default_classifier()
     per_anger, reopen_min, vip_min, amount_min = clf.bounds
     c = clf.classify(inp.text, inp.order_status)
+    # the named tuple's fields at once (each attribute of one is a descriptor call)
+    category, terms, _, signals, anger, exclamations, tokens, opinion = c
     amount = inp.order_amount
     key = (
-        c.category,
-        c.category_terms[:3],
-        tuple([(h.name, h.term) for h in c.signals]) if c.signals else (),
-        c.anger,
-        c.exclamations >= per_anger,
-        c.tokens.language,
+        category,
+        terms[:3],
+        tuple([(h.name, h.term) for h in signals]) if signals else (),
+        anger,
+        exclamations >= per_anger,
+        tokens.language,
         inp.reopen_count if inp.reopen_count >= reopen_min else 0,
         inp.vip_level if inp.vip_level >= vip_min else 0,
         str(amount) if amount is not None and amount >= amount_min else "",
         inp.escalated,
-        c.second_opinion.evidence if c.second_opinion is not None else None,
+        opinion.evidence if opinion is not None else None,
     )
     cache = clf.decisions
     d = cache.get(key)

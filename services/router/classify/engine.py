@@ -96,6 +96,14 @@ _Part = tuple[int, int, str, str, Target | None]
 _Group = tuple[tuple[str, ...], frozenset[str], Target, bool, frozenset[str]]
 # What a word holds: its matches, and whether a match may go on from it into the next word.
 _WordInfo = tuple[tuple[_Part, ...], bool]
+# What scoring reads of a signal: the rule, threat, negation, order statuses, unless
+# families, anger, the category it weighs for (None without a weight), weight.
+_SignalFacts = tuple[
+    SignalRule, bool, bool, frozenset[str], frozenset[str], float, Category | None, float
+]
+# Read on every message: an enum member as a class attribute goes through the enum
+# class's lookup (about 0.2 us).
+_OTHER = Category.other
 
 
 class Classifier:
@@ -234,6 +242,24 @@ class Classifier:
             ctx.order_amount_raises,
         )
         self._rank = {c: i for i, c in enumerate(rules.tie_order)}
+        # What scoring reads of each signal found, as plain values (a pydantic model's
+        # attribute costs about 0.1 us, through its ``__getattr__`` hook: eight of them per
+        # signal found, on every message with one).
+        self._signal_facts: dict[str, _SignalFacts] = {
+            name: (
+                s,
+                s.threat,
+                s.negation,
+                frozenset(s.order_status),
+                frozenset(s.unless),
+                s.anger,
+                s.category if s.weight else None,
+                s.weight,
+            )
+            for name, s in rules.signals.items()
+        }
+        self._order_excludes = tuple(ctx.order_number_excludes)
+        self._order_default = ctx.order_number_default
         self._categories = {c.value: c for c in Category}
         # Only these order statuses change a classification (signals gated on a status).
         self._statuses = {st for s in rules.signals.values() for st in s.order_status}
@@ -367,11 +393,14 @@ class Classifier:
         abbreviations): each counts unless a ``firm`` denial stands before it (no need for
         lawyers) or a ``things`` word after it (smoke alarm, police officer)."""
         firm, skip, things = self._firm, self._neg_skip, self._things
-        last = len(words) - 1
+        # A denial can only be a firm word of the message, and a thing word after a family
+        # word one of its words: told in C for the whole message (most have neither).
+        denials = not firm.isdisjoint(words)
+        last = len(words) - 1 if not things.isdisjoint(words) else 0
         # Only the words that are family words, told in C (most words of a message are not).
         for i in compress(range(len(words)), map(hits.__contains__, words)):
             w = words[i]
-            if firm and i:  # a firm denial before it, maybe past filler words
+            if denials and i:  # a firm denial before it, maybe past filler words
                 before = words[i - 1]
                 if before in skip:
                     before = self._denier(words, i)
@@ -489,8 +518,8 @@ class Classifier:
     # ------------------------------------------------------------------ classification
 
     def _classify(self, toks: Tokens, status: str, stripped: str) -> Classification:
-        rules = self.rules
-        words = toks.words
+        # the fields of the named tuple at once (each attribute of one is a descriptor call)
+        words, exclamations, has_order_number, language = toks
         found: list[tuple[Hit, int]] = []  # (hit, denied: 0, 1 or FIRM)
         seen_terms: set[str] = set()
         covered: set[int] = set()  # words that matched a rule word whole
@@ -520,7 +549,7 @@ class Classifier:
         # one character) of words, each kept: no loop over characters per message.
         spans = self._span_cache
         todo: list[tuple[int, tuple[_Part, ...]]] = []
-        n = len(words) if toks.language != "en" else 0  # English has no Chinese words
+        n = len(words) if language != "en" else 0  # English has no Chinese words
         # Each word's kept matches and ends looked up in C; the loop runs only over the words
         # that have either (None for the others).
         infos = list(map(self._word_info.__getitem__, words)) if n else []
@@ -594,9 +623,10 @@ class Classifier:
         signals: list[RiskHit] = []
         seen_signals: set[str] = set()
         threat = False  # whether a signal found is a threat or safety report
-        anger = toks.exclamations // self._per_anger
+        anger = exclamations // self._per_anger
         anger_f = float(anger)
         categories = self._categories
+        facts = self._signal_facts
         for h, denied in found:
             if h.kind == "c":
                 if denied:
@@ -607,27 +637,25 @@ class Classifier:
                 continue
             if h.name in seen_signals:
                 continue
-            srule = rules.signals[h.name]
-            if denied and (srule.threat if denied == FIRM else srule.negation):
+            srule, s_threat, negation, statuses, unless, s_anger, s_cat, weight = facts[h.name]
+            if denied and (s_threat if denied == FIRM else negation):
                 continue
-            if srule.order_status and status not in srule.order_status:
+            if statuses and status not in statuses:
                 continue
-            if srule.unless and not present.keys().isdisjoint(srule.unless):
+            if unless and not present.keys().isdisjoint(unless):
                 continue  # a look-up with a problem reported or a person asked to act: none
             seen_signals.add(h.name)
             signals.append(RiskHit(h.name, srule, h.term.rstrip("*")))
-            threat = threat or srule.threat
-            anger_f += srule.anger
-            if srule.category is not None and srule.weight:
-                scores[srule.category] = scores.get(srule.category, 0.0) + srule.weight
-                cat_terms.setdefault(srule.category, []).append(h.term.rstrip("*"))
-        if toks.has_order_number:
-            for cat in rules.context.order_number_excludes:
+            threat = threat or s_threat
+            anger_f += s_anger
+            if s_cat is not None:  # (a category with a weight)
+                scores[s_cat] = scores.get(s_cat, 0.0) + weight
+                cat_terms.setdefault(s_cat, []).append(h.term.rstrip("*"))
+        if has_order_number:
+            for cat in self._order_excludes:
                 scores.pop(cat, None)
-            default = rules.context.order_number_default
-            if default is not None and not any(
-                v for c, v in scores.items() if c is not Category.other
-            ):
+            default = self._order_default
+            if default is not None and not any(v for c, v in scores.items() if c is not _OTHER):
                 scores[default] = scores.get(default, 0.0) + 1.0
                 cat_terms.setdefault(default, []).append("an order number")
         if (
@@ -645,11 +673,11 @@ class Classifier:
             top = [c for c, v in scores.items() if v == best]
             category = top[0] if len(top) == 1 else min(top, key=self._rank.__getitem__)
         else:
-            category = Category.other
+            category = _OTHER
         terms = cat_terms.get(category, ())
         opinion = None
         if not threat:
-            if toks.language != "en":
+            if language != "en":
                 if self._scorer is not None:
                     opinion = self._scorer.read(words)
             elif self._scorer_en is not None:  # English: its own model
@@ -661,7 +689,7 @@ class Classifier:
             scores,
             tuple(signals),
             anger_f,
-            toks.exclamations,
+            exclamations,
             toks,
             opinion,
         )
