@@ -91,9 +91,9 @@ _Fallback = tuple[str, str, Target]
 # A match in a window of words: (offset in its first word, number of words, family name or
 # term, the word found, the term's target or None for a family word).
 _Part = tuple[int, int, str, str, Target | None]
-# A ``together`` group: families needed (first as given), as a set, target, whether a denied
-# family word counts, families that must be absent (``not x``).
-_Group = tuple[tuple[str, ...], frozenset[str], Target, bool, frozenset[str]]
+# A ``together`` group: the families needed as a set, then (the same, first as given, target,
+# whether a denied family word counts, families that must be absent: ``not x``).
+_Group = tuple[frozenset[str], tuple[tuple[str, ...], Target, bool, frozenset[str]]]
 # What a word holds: its matches, and whether a match may go on from it into the next word.
 _WordInfo = tuple[tuple[_Part, ...], bool]
 # What scoring reads of a signal: the rule, threat, negation, order statuses, unless
@@ -369,7 +369,7 @@ class Classifier:
         absent = frozenset(f.removeprefix(NOT_FAMILY) for f in group if f.startswith(NOT_FAMILY))
         needed = tuple(f for f in group if not f.startswith(NOT_FAMILY))
         self._together.setdefault(needed[0], []).append(
-            (needed, frozenset(needed), target, keep_denied, absent)
+            (frozenset(needed), (needed, target, keep_denied, absent))
         )
 
     def _denied(self, words: tuple[str, ...], i: int, intent_only: bool) -> int:
@@ -608,11 +608,15 @@ class Classifier:
             # Only the families that begin a group, told in C (most families present begin
             # none: a guard, a question word, a second member), in the same order.
             for first in filter(together.__contains__, either):
-                for group, gset, (kind, name, weight), keep_denied, absent in together[first]:
-                    seen = either if keep_denied else present
-                    if first in seen and seen.keys() >= gset and present.keys().isdisjoint(absent):
-                        term = "+".join(seen[f] for f in group)
-                        found.append((Hit(kind, name, weight, term), False))
+                # Most groups checked lack a family: told by the families found at all (denied
+                # or not), before the rest is unpacked. (``first`` is one of ``gset``.)
+                for gset, rest in together[first]:
+                    if either.keys() >= gset:
+                        group, (kind, name, weight), keep_denied, absent = rest
+                        seen = either if keep_denied else present
+                        if seen.keys() >= gset and present.keys().isdisjoint(absent):
+                            term = "+".join(seen[f] for f in group)
+                            found.append((Hit(kind, name, weight, term), False))
         for pattern, name in self._patterns:
             m = pattern.search(stripped)
             if m is not None:
