@@ -553,16 +553,15 @@ class Classifier:
         # Each word's kept matches and ends looked up in C; the loop runs only over the words
         # that have either (None for the others).
         infos = list(map(self._word_info.__getitem__, words)) if n else []
-        for i in compress(range(n), infos):
-            wi = infos[i]
+        # each such word with its index and the word after it ("" after the last: ASCII)
+        nexts = itertools.chain(itertools.islice(words, 1, None), ("",))
+        for i, w, nxt, wi in compress(zip(itertools.count(), words, nexts, infos), infos):
             if wi is None:  # not taken by compress: for the type checker
                 continue
             parts, opens = wi
-            w = words[i]
             if parts:
                 todo.append((i, parts))
-            if opens and i + 1 < n and not words[i + 1].isascii():
-                nxt = words[i + 1]
+            if opens and not nxt.isascii():
                 pair = spans.get((w, nxt))
                 if pair is None:
                     pair = self._spans((w, nxt))
