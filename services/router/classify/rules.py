@@ -19,7 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from services.router.classify.text import PerWord
+from services.router.classify.text import PerWord, fold_latin
 from shared.config_file import error_loc, located, read_yaml
 from shared.events import Category, Priority, Tier
 
@@ -33,12 +33,14 @@ class _Strict(BaseModel):
 
 
 def _clean_terms(v: list[str]) -> list[str]:
+    """The words checked, their Latin letters' diacritics dropped (``fold_latin``: messages
+    are read so, and médiateur or mediateur in the file then matches either in a message)."""
     for i, term in enumerate(v):
         if not term.strip():
             raise ValueError(f"term {i + 1} is empty")
         if term.strip("*") == "":
             raise ValueError(f"term {i + 1} has nothing but '*'")
-    return v
+    return [fold_latin(term) for term in v]
 
 
 # A ``together`` entry "not x": the group does not fire when a word of family x is there.
@@ -58,7 +60,7 @@ def _clean_patterns(v: list[str]) -> list[str]:
             re.compile(pattern)
         except re.error as exc:
             raise ValueError(f"pattern {i + 1} is not a regular expression: {exc}") from None
-    return v
+    return [fold_latin(pattern) for pattern in v]  # they search the folded message
 
 
 class CategoryRule(_Strict):
@@ -232,8 +234,12 @@ class RulesFile(_Strict):
         for name, words in v.items():
             if not words:
                 raise ValueError(f"family {name} has no words")
-            _clean_terms(words)
-        return v
+        return {name: _clean_terms(words) for name, words in v.items()}
+
+    @field_validator("aliases")
+    @classmethod
+    def _folded_aliases(cls, v: dict[str, str]) -> dict[str, str]:
+        return {fold_latin(typed): fold_latin(word) for typed, word in v.items()}
 
     @field_validator("tie_order")
     @classmethod
